@@ -1,0 +1,122 @@
+"""The one frozen configuration of a run.
+
+Defaults are the reference recipe (Decathlon, "faithful"); units and reasons are in the comments.
+``RunConfig.from_dict`` rejects unknown keys and values outside their allowed set. The resolved config is
+saved with every checkpoint and result, and its hash identifies the job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from decathlon.errors import ConfigError
+
+PROTOCOLS = ("train->val", "trainval->test")
+SCHEDULES = ("faithful", "multistep", "cosine")
+PRESETS = ("faithful", "adapters")
+FROZEN_BN = ("faithful", "frozen")
+EVAL_POLICIES = ("argmax", "sampled")
+
+# Fields that name the job rather than configure it: excluded from the config hash so that the hash
+# identifies "the same settings" across methods, domains and seeds.
+IDENTITY_FIELDS = ("suite", "method", "domain", "seed", "protocol")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    # --- what runs
+    suite: str = "decathlon"
+    method: str = "spottune"
+    domain: str = "aircraft"
+    seed: int = 0
+    protocol: str = "trainval->test"  # the official SpotTune numbers; "train->val" for model selection
+    # --- data
+    data_root: str | None = None  # decathlon-1.0 folder (Decathlon layout) or folder of the extra sets
+    preset: str = "faithful"  # transform preset, see decathlon.presets
+    batch_size: int = 128  # images per step
+    eval_batch_size: int = 256
+    num_workers: int = 4  # DataLoader workers (0 = in-process)
+    limit_train_images: int | None = None  # smoke runs: cap the training set (class-balanced, seeded)
+    # --- model
+    backbone: str = "resnet26"  # spottune.backbones registry name
+    width: float = 1.0  # channel-width multiplier of ResNet-26 (small CPU configurations use < 1)
+    pretrained: str | None = None  # path to the pretrained backbone (harness or official format)
+    # --- optimisation (network)
+    epochs: int = 110
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float | None = None  # None = the domain's reference value
+    schedule: str = "faithful"  # "faithful": one x0.1 drop at 40/110 of the run; "multistep": 40/60/80
+    milestones: tuple[float, ...] = (40 / 110, 60 / 110, 80 / 110)  # fractions of the run (multistep)
+    lr_gamma: float = 0.1
+    frozen_bn: str = "faithful"  # "faithful": pretrained blocks' BN train; "frozen": eval mode, fixed
+    # --- policy network (SpotTune)
+    policy_lr: float = 0.01
+    policy_momentum: float = 0.9
+    policy_weight_decay: float = 1e-3
+    tau: float = 5.0  # Gumbel-Softmax temperature (reference: 5)
+    eval_policy: str = "argmax"  # "argmax" (deterministic) or "sampled" (reference behaviour)
+    eval_samples: int = 1  # samples averaged when eval_policy == "sampled"
+    # --- Global-k (SpotTune-Global-k): l = l_c + lambda1 * (sum v - k)^2 + lambda2 * sum -v log v
+    global_k: int = 6  # fine-tuned blocks shared by every image (half of ResNet-26's 12)
+    lambda1: float = 1.0
+    lambda2: float = 0.1
+    # --- baselines
+    l2sp_alpha: float = 0.1  # pull of shared weights toward their pretrained values
+    l2sp_beta: float = 0.01  # plain decay of new layers
+    stochastic_per_image: bool = True  # stochastic fine-tuning: sample the 50% of blocks per image
+    # --- engine
+    device: str = "auto"  # "auto" = cuda when available, else cpu
+    amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
+    channels_last: bool = True  # memory format on CUDA (ignored on the CPU)
+    compile: bool = False  # torch.compile the model
+    cache: bool = False  # decode-once uint8 cache and batched augmentation (decathlon.cache)
+    log_every: int = 0  # batches between progress callbacks (0 = once per epoch)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
+        """Override `base` (default: the reference defaults) with `values`; unknown keys fail."""
+        known = set(cls.field_names())
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        cfg = dataclasses.replace(base or cls(), **values)
+        cfg.validate()
+        return cfg
+
+    def replace(self, **values: Any) -> RunConfig:
+        return RunConfig.from_dict(values, base=self)
+
+    def validate(self) -> None:
+        for name, allowed in (("protocol", PROTOCOLS), ("schedule", SCHEDULES), ("preset", PRESETS),
+                              ("frozen_bn", FROZEN_BN), ("eval_policy", EVAL_POLICIES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Short hash of the settings (identity fields and data_root excluded)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in IDENTITY_FIELDS + ("data_root",)}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def train_split(self) -> str:
+        return "train" if self.protocol == "train->val" else "trainval"
+
+    @property
+    def eval_split(self) -> str:
+        return "val" if self.protocol == "train->val" else "test"

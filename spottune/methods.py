@@ -1,0 +1,3 @@
+"""The SpotTune methods (registered through ``METHODS``)."""
+
+METHODS: tuple = ()
