@@ -70,6 +70,9 @@ class RunConfig:
     l2sp_alpha: float = 0.1  # pull of shared weights toward their pretrained values
     l2sp_beta: float = 0.01  # plain decay of new layers
     stochastic_per_image: bool = True  # stochastic fine-tuning: sample the 50% of blocks per image
+    stochastic_eval: str = "mean"  # stochastic fine-tuning at test: "mean" (0.5/0.5 mix), "tuned", "sampled"
+    progressive_init: str = "pretrained"  # progressive nets' new column: "pretrained" copy or "random"
+    pretrained_deep: str | None = None  # weights of finetune-resnet101's deeper backbone (None = random)
     # --- engine
     device: str = "auto"  # "auto" = cuda when available, else cpu
     amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
