@@ -21,7 +21,7 @@ from decathlon.data import (
     carve_val,
     load_mean_std,
 )
-from decathlon.domains import get_domain
+from decathlon.domains import SPLITS, get_domain
 from decathlon.errors import ConfigError, DataError, HarnessError, UnknownNameError
 from decathlon.presets import get_preset
 from tests.fakes import (
@@ -405,3 +405,26 @@ def test_build_dataset_dispatches_on_layout(tmp_path):
     assert set(READERS) == {"decathlon", "folder", "cub"}
     with pytest.raises(UnknownNameError, match="unknown layout 'zip'"):
         build_dataset(dataclasses.replace(AIRCRAFT, layout="zip"), root, "train")
+
+
+# ------------------------------------------------------------------------------ the generated suite
+
+
+def test_generated_suite_loads_through_the_readers(tmp_path):
+    from decathlon.generate import generate_suite, suite_specs
+
+    params = {"image_size": 8, "source_counts": (1, 1, 1), "target_counts": (1, 1, 1), "extra_counts": (2, 1)}
+    paths = generate_suite(tmp_path, **params)
+    for spec in suite_specs(**params):
+        root = paths.decathlon_root if spec.layout == "decathlon" else paths.extra_root
+        sizes = {split: len(build_dataset(spec, root, split)) for split in SPLITS}
+        assert sizes["trainval"] == spec.split_sizes["train"] + spec.split_sizes["val"], spec.name
+        assert sizes["train"] + sizes["val"] == sizes["trainval"] and sizes["val"] > 0, spec.name
+        assert sizes["test"] == spec.split_sizes["test"], spec.name
+        test = build_dataset(spec, root, "test")
+        assert test.num_classes == spec.num_classes and set(test.labels) == set(range(spec.num_classes))
+        assert test[0][0].mode == "RGB"
+    aircraft = DecathlonDataset(paths.decathlon_root, "aircraft", "test", suite="mini")
+    assert aircraft.image_ids[0] == D + 200001 + 2 * aircraft.num_classes  # after train and val
+    mean, std = load_mean_std(paths.decathlon_root, aircraft.spec)
+    assert mean != aircraft.spec.mean and all(0 < v < 1 for v in mean + std)  # the generated pickle
