@@ -73,3 +73,16 @@ def published_accuracy(method: str, domain: str) -> float | None:
         raise UnknownNameError("domain", domain, DECATHLON_COLUMNS + EXTRA_COLUMNS)
     table = DECATHLON_TABLE if domain in DECATHLON_COLUMNS else EXTRA_TABLE
     return table.get(method, {}).get(domain)
+
+
+def accuracy_table(family: str) -> Mapping[str, Mapping[str, float]]:
+    """Published accuracies (%) by method and domain of a table family: ``decathlon`` or ``extra``.
+
+    Any other family (e.g. ``other``) has no published numbers: an empty mapping.
+    """
+    return TABLES.get(family, MappingProxyType({}))
+
+
+def decathlon_score(method: str) -> float | None:
+    """The published Decathlon S-score of `method`, or None when the paper gives none."""
+    return DECATHLON_SCORES.get(method)
