@@ -1,0 +1,468 @@
+"""``python run_all.py``: command line -> job plan -> executor -> results store -> reports.
+
+Run every selected method on every selected domain and seed; re-running the same command skips finished
+jobs and resumes partial ones. Without a data root the generated ``mini`` suite runs (generated on first
+use under ``<out>/data``, with its own source pretraining job). A failed job is recorded in its run dir
+(``error.json``) and the others continue; the command then exits non-zero with a table of the failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from decathlon.config import IDENTITY_FIELDS, PRESETS, PROTOCOLS, SCHEDULES, RunConfig
+from decathlon.domains import DomainSpec, suite_domains
+from decathlon.errors import ConfigError, DataError, HarnessError, UnknownNameError
+from decathlon.executors import (
+    ERROR_FILE,
+    InlineExecutor,
+    LocalExecutor,
+    Outcome,
+    SubmititExecutor,
+    clear_run_dirs,
+    visible_gpus,
+    worker_slots,
+)
+from decathlon.jobs import Job, build_plan, pretrain_job, waves
+from decathlon.methods import Method, all_methods
+from decathlon.progress import CACHED, DONE, FAILED, SKIPPED, format_seconds, make_progress
+from decathlon.suites import DECATHLON_FAMILY, EXTRA_FAMILY, SUITE_SETTINGS, domain_family, get_suite
+
+EXECUTORS = ("inline", "local", "slurm", "submitit-local")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The command line of ``run_all.py``."""
+    p = argparse.ArgumentParser(
+        prog="run_all.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    what = p.add_argument_group("what to run")
+    what.add_argument("--suite", choices=tuple(SUITE_SETTINGS),
+                      help="default: mini without --data-root/--extra-root, else the suite of the roots")
+    what.add_argument("--methods", default="all", help="comma-separated method names, or 'all'")
+    what.add_argument("--domains", default="all", help="comma-separated domain names of the suite, or 'all'")
+    what.add_argument("--seeds", default="0", help="comma-separated seeds or ranges, e.g. 0,1,2 or 0-2")
+    what.add_argument("--protocol", choices=PROTOCOLS, help="train->val (model selection) or trainval->test")
+    data = p.add_argument_group("data and weights")
+    data.add_argument("--data-root", type=Path,
+                      help="decathlon-1.0 folder (mini: the folder the generated suite is written to)")
+    data.add_argument("--extra-root", type=Path, help="folder holding the extra datasets' folders")
+    data.add_argument("--pretrained", type=Path,
+                      help="pretrained backbone (harness or official file); --suite extra: ResNet-50 weights")
+    data.add_argument("--extra-pretrained", type=Path,
+                      help="ImageNet weights of the extra datasets' backbone with --suite all (torchvision)")
+    settings = p.add_argument_group("settings (override the suite defaults)")
+    settings.add_argument("--config", type=Path, help="YAML file of RunConfig overrides")
+    settings.add_argument("--epochs", type=int)
+    settings.add_argument("--batch-size", type=int)
+    settings.add_argument("--width", type=float, help="ResNet-26 channel-width multiplier")
+    settings.add_argument("--preset", choices=PRESETS)
+    settings.add_argument("--schedule", choices=SCHEDULES)
+    settings.add_argument("--pretrain-epochs", type=int, help="epochs of the mini suite's source pretraining")
+    settings.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="any RunConfig field (repeatable); the value is read as YAML")
+    run = p.add_argument_group("execution")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    run.add_argument("--executor", choices=EXECUTORS, default="inline")
+    run.add_argument("--workers", type=int, default=1, help="local executor: CPU worker processes (no GPU)")
+    run.add_argument("--jobs-per-gpu", type=int, default=1, help="local executor: concurrent jobs per GPU")
+    run.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs per job")
+    run.add_argument("--cpus-per-job", type=int, help="slurm: CPUs per job")
+    run.add_argument("--mem-gb", type=float, help="slurm: memory per job (GB)")
+    run.add_argument("--slurm-partition", help="slurm: partition")
+    run.add_argument("--slurm-time", type=int, default=24 * 60, help="slurm: time limit per job (minutes)")
+    run.add_argument("--slurm-array-parallelism", type=int, default=64, help="slurm: array tasks at once")
+    run.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
+                     help="any further submitit parameter (repeatable), e.g. slurm_account=proj")
+    run.add_argument("--dry-run", action="store_true", help="print the plan as a table and exit")
+    run.add_argument("--report-only", action="store_true", help="rebuild the store and reports; run nothing")
+    run.add_argument("--no-report", action="store_true", help="do not render the reports after the run")
+    run.add_argument("--force", action="store_true", help="redo the selected jobs even when finished")
+    run.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
+    run.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
+    return p
+
+
+# ---------------------------------------------------------------------------------- argument parsing
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """``a,b, c`` -> ``("a", "b", "c")``."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0-2`` (or a mix) -> ``(0, 1, 2)``."""
+    seeds: list[int] = []
+    for part in parse_list(text):
+        try:
+            if "-" in part:
+                low, high = part.split("-", 1)
+                seeds += range(int(low), int(high) + 1)
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise ConfigError(f"--seeds {text!r}: expected integers or ranges such as 0,1,2 or 0-2") from None
+    if not seeds:
+        raise ConfigError(f"--seeds {text!r}: no seed given")
+    return tuple(dict.fromkeys(seeds))
+
+
+def select_methods(text: str, registry: Mapping[str, Method]) -> tuple[Method, ...]:
+    """Methods named in `text` (``all`` = every registered one), in registry order."""
+    names = parse_list(text)
+    if names in ((), ("all",)):
+        return tuple(registry.values())
+    for name in names:
+        if name not in registry:
+            raise UnknownNameError("method", name, registry)
+    return tuple(m for n, m in registry.items() if n in names)
+
+
+def select_domains(text: str, suite: str) -> tuple[DomainSpec, ...]:
+    """Domains of `suite` named in `text` (``all`` = every one), in the suite's order."""
+    specs = suite_domains(suite)
+    names = parse_list(text)
+    if names in ((), ("all",)):
+        return specs
+    known = [s.name for s in specs]
+    for name in names:
+        if name not in known:
+            raise UnknownNameError(f"domain of suite {suite!r}", name, known)
+    return tuple(s for s in specs if s.name in names)
+
+
+_HINTS = typing.get_type_hints(RunConfig)
+
+
+def coerce_value(key: str, value: Any) -> Any:
+    """Check a RunConfig override against the field's type (ints become floats where floats are due)."""
+    if key not in _HINTS:
+        raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(RunConfig.field_names())}")
+    hint = _HINTS[key]
+    allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _union_type()) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        origin = typing.get_origin(kind) or kind
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin is bool and isinstance(value, bool):
+            return value
+        if origin is str and isinstance(value, str):
+            return value
+        if origin is str and isinstance(value, Path):
+            return str(value)
+        if origin is tuple and isinstance(value, (list, tuple)):
+            return tuple(float(v) for v in value)
+    raise ConfigError(f"config key {key!r}: {value!r} is not a valid {hint}")
+
+
+def _union_type() -> Any:
+    import types
+
+    return types.UnionType
+
+
+def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> dict, each value read as YAML (``3`` int, ``0.5`` float, ``true`` bool)."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({e})") from None
+    return out
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """RunConfig overrides from a YAML mapping file."""
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: not valid YAML ({e})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of RunConfig fields, "
+                          f"got {type(values).__name__}")
+    return values
+
+
+def user_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """RunConfig overrides from --config, the flags and --set (later wins), type-checked."""
+    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "width": args.width, "preset": args.preset,
+             "schedule": args.schedule, "protocol": args.protocol}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update(parse_assignments(args.overrides, "--set"))
+    identity = sorted(set(values) & (set(IDENTITY_FIELDS) - {"protocol"}))
+    if identity:
+        raise ConfigError(f"config keys {identity} name the jobs: use --suite, --methods, --domains, --seeds")
+    return {k: coerce_value(k, v) for k, v in values.items()}
+
+
+# ----------------------------------------------------------------------------------------- planning
+
+def resolve_suite(args: argparse.Namespace, say: Any) -> str:
+    """The suite to run; the generated mini suite when no data root is given (and say so)."""
+    if args.suite is not None:
+        return args.suite
+    if args.data_root is None and args.extra_root is None:
+        say("No --data-root given: running the generated mini suite (9 Decathlon stand-ins, the source, "
+            "5 extra stand-ins; small CPU settings). Use --suite decathlon --data-root DIR for the real "
+            "benchmark.")
+        return "mini"
+    if args.data_root is not None and args.extra_root is not None:
+        return "all"
+    return "decathlon" if args.data_root is not None else "extra"
+
+
+def generated_paths(data_dir: Path) -> tuple[Path, Path]:
+    """Where decathlon.generate puts a suite generated into `data_dir`: (decathlon-1.0, extra)."""
+    return data_dir / "decathlon-1.0", data_dir / "extra"
+
+
+def _existing_dir(path: Path | None, flag: str, suite: str, expected: str) -> str:
+    if path is None:
+        raise ConfigError(f"--suite {suite} needs {flag} ({expected})")
+    if not path.is_dir():
+        raise DataError(f"{flag} {path}: no such directory (expected {expected})")
+    return str(path.resolve())
+
+
+def _weights(path: Path | None, flag: str, suite: str, expected: str,
+             methods: Sequence[Method]) -> str | None:
+    if path is None:
+        if any(m.pretrained for m in methods):
+            raise ConfigError(f"--suite {suite} needs {flag} ({expected}); only 'scratch' runs without it")
+        return None
+    if not path.is_file():
+        raise DataError(f"{flag} {path}: no such file (expected {expected})")
+    return str(path.resolve())
+
+
+def family_roots(args: argparse.Namespace, suite: str, families: Sequence[str],
+                 methods: Sequence[Method]) -> dict[str, dict[str, Any]]:
+    """Data root and pretrained weights of each family of a real suite, checked to exist."""
+    out: dict[str, dict[str, Any]] = {}
+    if DECATHLON_FAMILY in families:
+        out[DECATHLON_FAMILY] = {
+            "data_root": _existing_dir(args.data_root, "--data-root", suite,
+                                       "the decathlon-1.0 folder with annotations/ and data/"),
+            "pretrained": _weights(args.pretrained, "--pretrained", suite,
+                                   "a ResNet-26 pretrained on imagenet12, harness or official format",
+                                   methods),
+        }
+    if EXTRA_FAMILY in families:
+        use_extra = args.extra_pretrained is not None or suite == "all"
+        weights = args.extra_pretrained if use_extra else args.pretrained
+        flag = "--extra-pretrained" if suite == "all" else "--pretrained"
+        out[EXTRA_FAMILY] = {
+            "data_root": _existing_dir(args.extra_root, "--extra-root", suite,
+                                       "the folder holding cubs/, stanford-cars/, flowers/, ..."),
+            "pretrained": _weights(weights, flag, suite, "the torchvision ImageNet weights of the backbone",
+                                   methods),
+        }
+    return out
+
+
+def make_plan(args: argparse.Namespace, suite: str, out_dir: Path) -> tuple[tuple[Job, ...], Path | None]:
+    """The job plan of the command line, and the folder of the generated suite (mini) or None."""
+    settings = get_suite(suite)
+    methods = select_methods(args.methods, all_methods())
+    domains = select_domains(args.domains, suite)
+    seeds = parse_seeds(args.seeds)
+    overrides = user_overrides(args)
+    families = tuple(dict.fromkeys(domain_family(d) for d in domains))
+    data_dir = None
+    if settings.generated:
+        data_dir = (args.data_root or out_dir / "data").resolve()
+        decathlon_root, extra_root = generated_paths(data_dir)
+        roots = {DECATHLON_FAMILY: {"data_root": str(decathlon_root)},
+                 EXTRA_FAMILY: {"data_root": str(extra_root)}}
+    else:
+        roots = family_roots(args, suite, families, methods)
+    configs = {f: RunConfig.from_dict({**settings.overrides(f), **overrides, **roots[f]}) for f in families}
+    pretrain = None
+    if settings.pretrain is not None:
+        base = configs.get(DECATHLON_FAMILY) or next(iter(configs.values()))
+        source = next(d for d in suite_domains(suite) if d.is_source)
+        values = {**settings.pretrain, "suite": suite, "data_root": roots[DECATHLON_FAMILY]["data_root"],
+                  # the transfer jobs load this backbone: same architecture, device and data path
+                  "backbone": base.backbone, "width": base.width, "device": base.device, "cache": base.cache,
+                  "num_workers": base.num_workers}
+        if args.pretrain_epochs is not None:
+            values["epochs"] = args.pretrain_epochs
+        pretrain = pretrain_job(RunConfig.from_dict(values), source, seed=0)
+    jobs = build_plan(suite=suite, methods=methods, domains=domains, seeds=seeds, configs=configs,
+                      pretrain=pretrain, out_dir=out_dir.resolve())
+    if not jobs:
+        raise ConfigError(f"the selection is empty: no selected method runs on the selected domains of "
+                          f"{suite!r} (methods run only in their settings, e.g. finetune-resnet101: extra)")
+    return jobs, data_dir
+
+
+def job_state(job: Job, out_dir: Path) -> str:
+    """``finished``, ``failed``, ``partial (k epochs)`` or ``new``: what re-running would do."""
+    run_dir = job.run_dir(out_dir)
+    if job.is_finished(out_dir):
+        return "finished"
+    if (run_dir / ERROR_FILE).is_file():
+        return "failed before"
+    epochs = run_dir / "epochs.jsonl"
+    if epochs.is_file():
+        return f"partial ({len(epochs.read_text().splitlines())}/{job.config.epochs} epochs)"
+    return "new"
+
+
+def _console(stream: Any) -> Console:
+    # a wide console off a terminal: job ids must not be cut in logs
+    return Console(file=stream, width=None if stream.isatty() else 220)
+
+
+def plan_table(jobs: Sequence[Job], out_dir: Path) -> Table:
+    """The plan as a table: order, wave, job id, what it needs, state on disk."""
+    wave_of = {j.job_id: i for i, wave in enumerate(waves(jobs)) for j in wave}
+    table = Table(title=f"{len(jobs)} jobs -> {out_dir}/runs/<job id>", show_lines=False)
+    for column in ("#", "wave", "job id", "needs #", "state", "note"):
+        table.add_column(column, overflow="fold")
+    number = {j.job_id: str(i) for i, j in enumerate(jobs, 1)}
+    for i, job in enumerate(jobs, 1):
+        needs = ", ".join(number.get(n, n) for n in job.needs)  # by row number; ids outside the plan in full
+        table.add_row(str(i), str(wave_of[job.job_id]), escape(job.job_id), escape(needs),
+                      job_state(job, out_dir), escape("; ".join(job.notes)))
+    return table
+
+
+def methods_table(registry: Mapping[str, Method]) -> Table:
+    table = Table(title="registered methods")
+    for column in ("method", "settings", "trains", "summary"):
+        table.add_column(column, overflow="fold")
+    for name, m in registry.items():
+        trains = "yes" if m.trains else f"no: evaluates {m.reuses}"
+        table.add_row(name, ", ".join(m.settings), trains, escape(m.summary))
+    return table
+
+
+# ----------------------------------------------------------------------------------------- running
+
+def make_executor(args: argparse.Namespace, out_dir: Path) -> Any:
+    """The executor of ``--executor`` with its options."""
+    if args.executor == "inline":
+        return InlineExecutor(debug=args.debug)
+    if args.executor == "local":
+        gpus = visible_gpus()
+        slots = worker_slots(gpus=gpus, jobs_per_gpu=args.jobs_per_gpu, cpu_workers=args.workers)
+        return LocalExecutor(slots=slots, debug=args.debug)
+    params: dict[str, Any] = {"timeout_min": args.slurm_time, "name": "decathlon"}
+    cluster = "local" if args.executor == "submitit-local" else "slurm"
+    if cluster == "slurm":
+        if shutil.which("sbatch") is None:
+            raise ConfigError("--executor slurm: `sbatch` not found (not a SLURM node?); "
+                              "use --executor local or submitit-local")
+        params.update(slurm_partition=args.slurm_partition, gpus_per_node=args.gpus_per_job or None,
+                      cpus_per_task=args.cpus_per_job, mem_gb=args.mem_gb,
+                      slurm_array_parallelism=args.slurm_array_parallelism)
+    params.update(parse_assignments(args.slurm_param, "--slurm-param"))
+    params = {k: v for k, v in params.items() if v is not None}
+    return SubmititExecutor(out_dir / "submitit", cluster=cluster, parameters=params,
+                            workers=args.slurm_array_parallelism if cluster == "slurm" else 1)
+
+
+def failures_table(jobs: Sequence[Job], outcomes: Mapping[str, Outcome], out_dir: Path) -> Table:
+    table = Table(title="failed and skipped jobs")
+    for column in ("job id", "status", "reason", "details"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        o = outcomes.get(job.job_id)
+        if o is not None and o.status in (FAILED, SKIPPED):
+            details = str(job.run_dir(out_dir) / ERROR_FILE) if o.status == FAILED else ""
+            table.add_row(escape(o.job_id), o.status, escape(o.message), escape(details))
+    return table
+
+
+def render_reports(out_dir: Path) -> list[Path]:
+    """Rebuild the store from the run dirs and render every report from it."""
+    from decathlon.report import render_all
+    from decathlon.store import build_store
+
+    return render_all(out_dir, build_store(out_dir))
+
+
+def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> int:
+    """Carry out a parsed command line; returns the exit code."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    console = _console(stdout)
+    out_dir = args.out.resolve()
+    if args.list_methods:
+        console.print(methods_table(all_methods()))
+        return 0
+    if args.report_only:
+        paths = render_reports(out_dir)
+        console.print(f"reports: {len(paths)} files under {out_dir / 'reports'}")
+        return 0
+
+    def say(text: str) -> None:
+        console.print(escape(text))
+
+    suite = resolve_suite(args, say)
+    jobs, data_dir = make_plan(args, suite, out_dir)
+    if args.dry_run:
+        console.print(plan_table(jobs, out_dir))
+        return 0
+    if data_dir is not None:
+        from decathlon.generate import ensure_suite
+
+        say(f"generated suite: {data_dir} (generated on first use)")
+        ensure_suite(data_dir, seed=0)
+    if args.force:
+        removed = clear_run_dirs(jobs, out_dir)
+        say(f"--force: removed {len(removed)} run directories")
+    executor = make_executor(args, out_dir)
+    with make_progress(workers=executor.workers, stream=stdout) as tracker:
+        tracker.start(jobs)
+        outcomes = executor.execute(jobs, out_dir, tracker)
+    counts = {s: sum(o.status == s for o in outcomes.values()) for s in (DONE, CACHED, FAILED, SKIPPED)}
+    if not args.no_report:
+        paths = render_reports(out_dir)
+        say(f"reports: {len(paths)} files under {out_dir / 'reports'}")
+    seconds = sum(o.seconds for o in outcomes.values())
+    say(f"{len(jobs)} jobs: {counts[DONE]} run ({format_seconds(seconds)} of job time), {counts[CACHED]} "
+        f"already finished, {counts[FAILED]} failed, {counts[SKIPPED]} skipped; results in {out_dir}")
+    if counts[FAILED] or counts[SKIPPED]:
+        _console(stderr).print(failures_table(jobs, outcomes, out_dir))
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``run_all.py``: one readable line on stderr for bad input (tracebacks with --debug)."""
+    args = get_args_parser().parse_args(argv)
+    try:
+        return run(args)
+    except HarnessError as e:
+        if args.debug:
+            raise
+        print(f"run_all.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("run_all.py: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
