@@ -64,7 +64,9 @@ class DownsampleShortcut(nn.Module):
         self.extra_channels = extra_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(x, 2)
+        # ceil_mode: an odd input (e.g. 9 px, from 36 px images) gives the conv path's ceil(9/2) = 5 px;
+        # identical to the reference AvgPool2d(2) for the even sizes of 64/72 px inputs
+        x = F.avg_pool2d(x, 2, ceil_mode=True)
         # F.pad pads dimensions from the last one backwards: (W, W, H, H, C_before, C_after)
         return F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
 
