@@ -26,7 +26,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 def check_plain(value: Any, where: str = "checkpoint") -> None:
     """Raise CheckpointError unless `value` is made only of tensors, scalars, dicts, lists and tuples."""
-    if isinstance(value, torch.Tensor | _SCALARS):
+    if isinstance(value, (torch.Tensor, *_SCALARS)):
         return
     if isinstance(value, Mapping):
         for key, item in value.items():
