@@ -4,4 +4,14 @@ Add a baseline: write ``baselines/<name>.py`` with a ``decathlon.methods.Method`
 instance in ``METHODS`` below.
 """
 
-METHODS: tuple = ()
+from baselines import bn_adapt, feature_extractor, finetune, l2sp, last_k, progressive, stochastic
+
+METHODS: tuple = (
+    *finetune.METHODS,  # finetune, scratch, finetune-resnet101
+    *feature_extractor.METHODS,
+    *stochastic.METHODS,  # stochastic-finetune, random-policy
+    *last_k.METHODS,  # finetune-last-1/2/3
+    *l2sp.METHODS,
+    *progressive.METHODS,
+    *bn_adapt.METHODS,
+)

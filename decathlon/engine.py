@@ -1,0 +1,619 @@
+"""The one training engine shared by every method: train, evaluate, checkpoint, resume.
+
+:func:`run` turns a :class:`~decathlon.config.RunConfig` into a finished run directory (the contract is
+in ``docs/architecture.md``). Everything it uses is passed explicitly; there is no module state.
+
+Randomness: one seed drives everything through separate streams (:func:`derive_seed`): the global RNGs
+(model initialisation and, with in-process loading, the augmentation), the DataLoader generator (data
+order and worker seeds), and the routing generator (Gumbel noise, random routing). Every stream's state
+is saved after each epoch, so a killed run resumes from its last checkpoint and ends with exactly the
+metrics of an uninterrupted run on the CPU.
+
+Devices: ``device="auto"`` picks CUDA when available. On CUDA the engine uses mixed precision
+(``config.amp``) and channels_last (``config.channels_last``); on the CPU both are ignored. Metrics are
+accumulated on the device and read back once per epoch (or every ``log_every`` batches for progress).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from decathlon.config import RunConfig
+from decathlon.domains import DomainSpec, get_domain
+from decathlon.errors import CheckpointError, ConfigError
+from decathlon.io import atomic_write_json, atomic_write_text
+from decathlon.methods import Method, Output, get_method
+from decathlon.schedules import build_scheduler
+
+Progress = Callable[..., None]
+
+CHECKPOINT = "checkpoint.pt"
+RESULT = "result.json"
+# Independent random streams derived from the one seed (their order is part of the format).
+STREAMS = ("global", "data", "routing", "eval", "subset")
+
+
+def derive_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for `stream`, a fixed function of the run seed (distinct streams, distinct seeds)."""
+    return (int(seed) * 1_000_003 + 7919 * (STREAMS.index(stream) + 1)) % (2**63 - 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; anything else as given (``cuda`` without a GPU fails)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available; use device='auto' or 'cpu'")
+    return device
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the source tree, or "unknown" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"],
+                             cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+# ---------------------------------------------------------------------------------------------- RNG states
+
+
+def rng_state(generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
+    """Every RNG state as plain tensors/lists (loadable with ``weights_only=True``)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    np_state = state["numpy"]
+    np.random.set_state((np_state["name"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    py_state = state["python"]
+    random.setstate((py_state["version"], tuple(py_state["state"]), py_state["gauss"]))
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> dict[str, torch.Generator]:
+    """Seed the global RNGs and return the explicit generators (``data``, ``routing``) of a run."""
+    base = derive_seed(seed, "global")
+    torch.manual_seed(base)
+    np.random.seed(base % 2**32)
+    random.seed(base)
+    return {name: torch.Generator().manual_seed(derive_seed(seed, name)) for name in ("data", "routing")}
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader worker_init_fn: numpy and python follow the worker's torch seed (set by the loader from
+    its generator), so augmentation in workers is reproducible."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+def balanced_subset(labels: Sequence[int], limit: int, seed: int) -> list[int]:
+    """Indices of a class-balanced, seeded subset of `limit` images (all of them when `limit` >= n).
+
+    Images are drawn round-robin over the classes in a seeded random order: every class gets
+    ``limit // classes`` images or one more (fewer when it has fewer). Returned in dataset order.
+    """
+    n = len(labels)
+    if limit >= n:
+        return list(range(n))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "subset"))).tolist()
+    seen: dict[int, int] = {}
+    ranked = []
+    for position, index in enumerate(order):
+        label = int(labels[index])
+        ranked.append((seen.get(label, 0), position, index))
+        seen[label] = seen.get(label, 0) + 1
+    return sorted(index for _, _, index in sorted(ranked)[:limit])
+
+
+@dataclass
+class Data:
+    """The datasets and loaders of a run."""
+
+    train: Any  # dataset (None for evaluation-only jobs)
+    eval: Any
+    train_loader: Any
+    eval_loader: Any
+    num_classes: int
+
+
+def _check_data_root(config: RunConfig) -> None:
+    if config.data_root is None:
+        raise ConfigError(f"config.data_root is not set (domain {config.domain!r}, suite {config.suite!r}); "
+                          "expected the folder holding the domain's data")
+
+
+def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, generator: torch.Generator | None,
+               *, train: bool = True) -> Data:
+    """Datasets (train split by protocol, optionally a balanced subset) and their loaders."""
+    from decathlon.data import build_dataset, load_mean_std
+    from decathlon.presets import get_preset
+
+    _check_data_root(config)
+    preset = get_preset(config.preset)
+    mean, std = load_mean_std(config.data_root, spec)
+    eval_set = build_dataset(spec, config.data_root, config.eval_split,
+                             preset.test_transform(spec, mean, std))
+    train_set = None
+    if train:
+        train_set = build_dataset(spec, config.data_root, config.train_split,
+                                  preset.train_transform(spec, mean, std))
+        if config.limit_train_images is not None:
+            train_set = Subset(train_set, balanced_subset(train_set.labels, config.limit_train_images,
+                                                          config.seed))
+    channels_last = config.channels_last and device.type == "cuda"
+    if config.cache:
+        from decathlon.cache import make_eval_loader, make_train_loader
+
+        common = {"device": device, "num_workers": config.num_workers, "channels_last": channels_last,
+                  "progress": False}
+        eval_loader = make_eval_loader(eval_set, preset.geometry(spec, False), mean, std,
+                                       batch_size=config.eval_batch_size, **common)
+        train_loader = None if train_set is None else make_train_loader(
+            train_set, preset.geometry(spec, True), mean, std, batch_size=config.batch_size,
+            generator=generator, drop_last=False, **common)
+    else:
+        pin = device.type == "cuda"
+        eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False,
+                                 num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
+        train_loader = None if train_set is None else DataLoader(
+            train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+            num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
+    return Data(train_set, eval_set, train_loader, eval_loader, spec.num_classes)
+
+
+def _to_device(batch: Sequence[Any], device: torch.device,
+               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = batch[0], batch[1]
+    images = images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, torch.as_tensor(labels).to(device, non_blocking=True)
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+def build_backbone(method: Method, config: RunConfig, num_classes: int) -> nn.Module:
+    """The method's starting backbone: ``config.backbone`` with ``config.pretrained`` weights (random
+    initialisation when the method says ``pretrained = False``). A method may provide its own through
+    ``create_backbone(config, num_classes)`` (e.g. a deeper network)."""
+    custom = getattr(method, "create_backbone", None)
+    if custom is not None:
+        return custom(config, num_classes)
+    from spottune.backbones import create_backbone
+
+    weights = config.pretrained if method.pretrained else None
+    return create_backbone(config.backbone, num_classes, width=config.width, weights=weights)
+
+
+def reference_parameters(config: RunConfig, num_classes: int) -> int:
+    """Parameters of one plain backbone of the run's setting (the unit of ``par``)."""
+    from spottune.backbones import create_backbone
+    from spottune.params import count_parameters
+
+    return count_parameters(create_backbone(config.backbone, num_classes, width=config.width))[0]
+
+
+def build_optimizer(method: Method, model: nn.Module, config: RunConfig, spec: DomainSpec
+                    ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
+    """SGD with momentum over the method's parameter groups, and the per-epoch schedule.
+
+    Weight decay of the network groups: ``config.weight_decay`` or the domain's reference value.
+    """
+    weight_decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
+    groups = [g for g in method.param_groups(model, config, weight_decay) if g["params"]]
+    if not groups:
+        raise ConfigError(f"method {method.name!r} declares no trainable parameter")
+    declared = {id(p) for g in groups for p in g["params"]}
+    if any(p.requires_grad and id(p) not in declared for p in model.parameters()):
+        raise ConfigError(f"method {method.name!r}: a parameter with requires_grad is in no parameter group")
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    scheduler = build_scheduler(optimizer, config.schedule, config.epochs, milestones=config.milestones,
+                                gamma=config.lr_gamma)
+    return optimizer, scheduler
+
+
+def _autocast(device: torch.device, config: RunConfig):
+    enabled = config.amp and device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled)
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+
+def train_step(method: Method, model: nn.Module, runner: nn.Module, images: torch.Tensor,
+               labels: torch.Tensor, optimizer: torch.optim.Optimizer, config: RunConfig, *,
+               device: torch.device, generator: torch.Generator | None,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, Output]:
+    """One SGD step; returns the (detached) total loss and the method's output. `runner` is `model`,
+    possibly compiled; the method's extra loss is computed on `model`."""
+    with _autocast(device, config):
+        output = method.forward(runner, images, generator=generator)
+        loss = F.cross_entropy(output.logits.float(), labels)
+        extra = method.extra_loss(model, output, config)
+        if extra is not None:
+            loss = loss + extra.float()
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach(), output
+
+
+def train_one_epoch(method: Method, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
+                    config: RunConfig, *, device: torch.device, generator: torch.Generator | None,
+                    epoch: int = 0, scaler: torch.amp.GradScaler | None = None,
+                    runner: nn.Module | None = None, progress: Progress | None = None) -> dict[str, float]:
+    """One pass over `loader`. Returns ``train_loss`` (mean total loss per image), ``train_top1`` (%),
+    ``images`` and ``seconds``. The device is synchronised once at the end (and every ``log_every``
+    batches when a progress callback is given)."""
+    runner = model if runner is None else runner
+    method.train_mode(model, config)
+    channels_last = config.channels_last and device.type == "cuda"
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    steps = len(loader)
+    start = time.perf_counter()
+    for step, batch in enumerate(loader):
+        images, labels = _to_device(batch, device, channels_last)
+        loss, output = train_step(method, model, runner, images, labels, optimizer, config, device=device,
+                                  generator=generator, scaler=scaler)
+        loss_sum += loss * labels.shape[0]
+        correct += (output.logits.detach().argmax(1) == labels).sum()
+        seen += labels.shape[0]
+        if progress is not None and config.log_every > 0 and (step + 1) % config.log_every == 0:
+            progress("batch", epoch=epoch, step=step + 1, steps=steps, loss=float(loss_sum) / seen)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    seen = max(seen, 1)
+    return {"train_loss": float(loss_sum) / seen, "train_top1": 100.0 * float(correct) / seen,
+            "images": seen, "seconds": seconds}
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate` measures on one split."""
+
+    top1: float  # %
+    loss: float  # mean cross-entropy per image
+    predicted: list[int]
+    labels: list[int]
+    policy: torch.Tensor | None  # (images, blocks) hard routing decisions, CPU; None for non-routing methods
+    images: int
+    seconds: float
+
+
+@torch.no_grad()
+def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *, device: torch.device,
+             seed: int = 0, runner: nn.Module | None = None) -> Evaluation:
+    """Predictions on every image of `loader` (dataset order). Any sampling at evaluation (sampled policies,
+    random routing) uses a generator seeded from `seed`, so an evaluation is reproducible."""
+    runner = model if runner is None else runner
+    model.eval()
+    generator = torch.Generator().manual_seed(derive_seed(seed, "eval"))
+    channels_last = config.channels_last and device.type == "cuda"
+    loss_sum = torch.zeros((), device=device)
+    predicted, labels_all, policies = [], [], []
+    start = time.perf_counter()
+    for batch in loader:
+        images, labels = _to_device(batch, device, channels_last)
+        with _autocast(device, config):
+            output = method.forward(runner, images, generator=generator)
+        logits = output.logits.float()
+        labelled = labels >= 0  # unlabelled test images (label -1) are predicted but not scored
+        loss_sum += F.cross_entropy(logits[labelled], labels[labelled], reduction="sum") if labelled.any() \
+            else torch.zeros((), device=device)
+        predicted.append(logits.argmax(1))
+        labels_all.append(labels)
+        if output.policy is not None:
+            policies.append(output.policy.detach().float())
+    predicted_t = torch.cat(predicted).cpu()
+    labels_t = torch.cat(labels_all).cpu()
+    seconds = time.perf_counter() - start
+    scored = labels_t >= 0
+    n_scored = int(scored.sum())
+    top1 = 100.0 * float((predicted_t[scored] == labels_t[scored]).sum()) / max(n_scored, 1)
+    policy = torch.cat(policies).cpu() if policies and len(policies) == len(predicted) else None
+    return Evaluation(top1=top1, loss=float(loss_sum) / max(n_scored, 1), predicted=predicted_t.tolist(),
+                      labels=labels_t.tolist(), policy=policy, images=len(labels_t), seconds=seconds)
+
+
+def policy_stats(policy: torch.Tensor, labels: Sequence[int]) -> dict[str, Any]:
+    """Routing statistics of hard decisions `policy` (images, blocks), 1 = fine-tuned path.
+
+    ``block_fraction[l]``: fraction of images whose block l ran on the fine-tuned path;
+    ``histogram[k]``: fraction of images with exactly k fine-tuned blocks (k = 0..blocks);
+    ``per_class[c]`` / ``per_class_histogram[c]``: the same over the images of class c.
+    """
+    hard = (policy > 0.5).float()
+    blocks = hard.shape[1]
+    labels_t = torch.as_tensor(list(labels))
+
+    def summary(rows: torch.Tensor) -> tuple[list[float], list[float]]:
+        counts = torch.bincount(rows.sum(1).long(), minlength=blocks + 1).float()
+        return rows.mean(0).tolist(), (counts / max(len(rows), 1)).tolist()
+
+    fraction, histogram = summary(hard)
+    per_class, per_class_hist = {}, {}
+    for c in sorted(set(labels_t.tolist())):
+        frac_c, hist_c = summary(hard[labels_t == c])
+        per_class[int(c)], per_class_hist[int(c)] = frac_c, hist_c
+    return {"blocks": blocks, "images": len(hard), "block_fraction": fraction, "histogram": histogram,
+            "per_class": per_class, "per_class_histogram": per_class_hist}
+
+
+# ------------------------------------------------------------------------------------------ run directory
+
+
+def _write_epochs(run_dir: Path, history: Sequence[Mapping[str, Any]]) -> None:
+    atomic_write_text(run_dir / "epochs.jsonl", "".join(json.dumps(dict(r)) + "\n" for r in history))
+
+
+def _model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() if v.device.type != "cpu" else v for k, v in model.state_dict().items()}
+
+
+def save_run_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                        scaler: torch.amp.GradScaler | None, generators: Mapping[str, torch.Generator],
+                        config: RunConfig, position: Mapping[str, Any]) -> None:
+    """Atomic checkpoint of everything a resumed run needs (``weights_only``-loadable)."""
+    from spottune.checkpoint import save_checkpoint
+
+    extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else None,
+             "rng": rng_state(generators), "position": dict(position), "config_hash": config.hash()}
+    save_checkpoint(path, model_state=_model_state(model), config=_plain_config(config), extra=extra)
+
+
+def _plain_config(config: RunConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load a full model state_dict by name with shape checks (CheckpointError naming `source`)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: the checkpoint does not fit the model (missing {missing[:4]}, "
+                              f"unexpected {unexpected[:4]}); was it written by another method or backbone?")
+    for key, value in state.items():
+        if own[key].shape != value.shape:
+            raise CheckpointError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
+                                  f"{tuple(own[key].shape)}")
+    model.load_state_dict(state)
+
+
+def _identity(config: RunConfig) -> dict[str, Any]:
+    return {"suite": config.suite, "method": config.method, "domain": config.domain, "seed": config.seed,
+            "protocol": config.protocol, "preset": config.preset, "schedule": config.schedule,
+            "eval_split": config.eval_split, "train_split": config.train_split, "config_hash": config.hash()}
+
+
+def _write_outputs(run_dir: Path, method: Method, data: Data, evaluation: Evaluation) -> None:
+    image_ids = list(data.eval.image_ids)
+    atomic_write_json(run_dir / "predictions.json", {
+        "image_ids": image_ids, "predicted": evaluation.predicted, "labels": evaluation.labels}, indent=None)
+    if method.routing and evaluation.policy is not None:
+        atomic_write_json(run_dir / "policy.json", policy_stats(evaluation.policy, evaluation.labels))
+
+
+# -------------------------------------------------------------------------------------------------- run
+
+
+def run(config: RunConfig, run_dir: str | Path, *, progress: Progress | None = None,
+        source_run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one job into `run_dir`; resume from its checkpoint when present.
+
+    Evaluation-only jobs: the source domain (its entry is the pretrained network's own accuracy) and
+    methods with ``trains = False``, which evaluate the checkpoint of the finished job in
+    `source_run_dir` (the run of ``method.reuses``). Returns the content of ``result.json``.
+    """
+    run_dir = Path(run_dir)
+    result_path = run_dir / RESULT
+    if result_path.is_file():
+        return json.loads(result_path.read_text())
+    config.validate()
+    method = get_method(config.method)
+    spec = get_domain(config.domain, suite=config.suite)
+    device = resolve_device(config.device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    version = code_version()
+    atomic_write_json(run_dir / "config.json", {"config": _plain_config(config), "code_version": version,
+                                                "config_hash": config.hash()})
+    if spec.is_source or not method.trains:
+        return _run_evaluation_only(config, run_dir, method, spec, device, version, source_run_dir)
+    return _run_training(config, run_dir, method, spec, device, version, progress)
+
+
+def _finish(run_dir: Path, config: RunConfig, method: Method, data: Data, model: nn.Module,
+            evaluation: Evaluation, *, epochs: int, wall_time: float, images_per_s: float,
+            version: str, reference_params: int) -> dict[str, Any]:
+    from spottune.params import count_parameters, par_ratio
+
+    _write_outputs(run_dir, method, data, evaluation)
+    total, trainable = count_parameters(model)
+    result = {**_identity(config), "top1": evaluation.top1, "loss": evaluation.loss,
+              "params_total": total, "params_trainable": trainable, "par": par_ratio(model, reference_params),
+              "wall_time_s": wall_time, "images_per_s": images_per_s, "epochs": epochs,
+              "eval_images": evaluation.images, "code_version": version}
+    atomic_write_json(run_dir / RESULT, result)  # last: its presence means the job finished
+    return result
+
+
+def _run_evaluation_only(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec,
+                         device: torch.device, version: str,
+                         source_run_dir: str | Path | None) -> dict[str, Any]:
+    start = time.perf_counter()
+    seed_everything(config.seed)
+    data = build_data(config, spec, device, None, train=False)
+    if spec.is_source:
+        model = _pretrained_source_model(config, spec)
+        eval_method: Method = _PlainForward()
+    else:
+        model = _reused_model(config, method, spec, data.num_classes, source_run_dir)
+        eval_method = method
+    model.to(device)
+    evaluation = evaluate(eval_method, model, data.eval_loader, config, device=device, seed=config.seed)
+    wall = time.perf_counter() - start
+    return _finish(run_dir, config, method, data, model, evaluation, epochs=0, wall_time=wall,
+                   images_per_s=evaluation.images / max(evaluation.seconds, 1e-9), version=version,
+                   reference_params=reference_parameters(config, data.num_classes))
+
+
+class _PlainForward(Method):
+    """Evaluates a plain backbone (the source domain's pretrained network)."""
+
+    name = "pretrained-source"
+
+    def build(self, backbone, spec, num_classes, config):  # pragma: no cover - never built
+        return backbone
+
+
+def _pretrained_source_model(config: RunConfig, spec: DomainSpec) -> nn.Module:
+    from spottune.backbones import create_backbone
+    from spottune.checkpoint import read_harness_checkpoint
+
+    if config.pretrained is None:
+        raise ConfigError(f"domain {spec.name!r} is the source domain: its entry is the pretrained network's "
+                          "own accuracy, so config.pretrained must name the pretrained backbone")
+    kind, content = read_harness_checkpoint(config.pretrained)
+    if kind == "harness":
+        weight = content["model_state"].get("classifier.weight")
+        if weight is None or weight.shape[0] != spec.num_classes:
+            got = None if weight is None else weight.shape[0]
+            raise CheckpointError(f"{config.pretrained}: its classifier has {got} classes; the source domain "
+                                  f"{spec.name!r} has {spec.num_classes} (is it a {spec.name} backbone?)")
+    return create_backbone(config.backbone, spec.num_classes, width=config.width, weights=config.pretrained)
+
+
+def _reused_model(config: RunConfig, method: Method, spec: DomainSpec, num_classes: int,
+                  source_run_dir: str | Path | None) -> nn.Module:
+    from spottune.checkpoint import load_checkpoint
+
+    if method.reuses is None:
+        raise ConfigError(f"method {method.name!r} does not train and names no method to reuse")
+    if source_run_dir is None:
+        raise ConfigError(f"method {method.name!r} evaluates the checkpoint of the {method.reuses!r} job: "
+                          "pass source_run_dir (that job's run directory)")
+    source = Path(source_run_dir)
+    if not (source / RESULT).is_file():
+        raise CheckpointError(f"{source}: the {method.reuses!r} job has not finished (no {RESULT}); "
+                              f"{method.name!r} needs its final checkpoint")
+    content = load_checkpoint(source / CHECKPOINT)
+    source_config = RunConfig.from_dict(content["config"])
+    if source_config.method != method.reuses or source_config.domain != config.domain:
+        raise CheckpointError(f"{source / CHECKPOINT} is a {source_config.method!r} run on "
+                              f"{source_config.domain!r}; expected {method.reuses!r} on {config.domain!r}")
+    reused = get_method(method.reuses)
+    torch.manual_seed(derive_seed(config.seed, "global"))
+    model = method.build(build_backbone(reused, source_config, num_classes), spec, num_classes, source_config)
+    load_model_state(model, content["model_state"], str(source / CHECKPOINT))
+    return model
+
+
+def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
+                  version: str, progress: Progress | None) -> dict[str, Any]:
+    generators = seed_everything(config.seed)
+    data = build_data(config, spec, device, generators["data"])
+    model = method.build(build_backbone(method, config, data.num_classes), spec, data.num_classes, config)
+    model.to(device)
+    if config.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = build_optimizer(method, model, config, spec)
+    scaler = torch.amp.GradScaler("cuda") if config.amp and device.type == "cuda" else None
+    runner = torch.compile(model) if config.compile else model
+    position = {"epoch": 0, "history": [], "train_seconds": 0.0, "train_images": 0, "wall_time_s": 0.0}
+    checkpoint_path = run_dir / CHECKPOINT
+    if checkpoint_path.is_file():
+        position = _resume(checkpoint_path, config, model, optimizer, scheduler, scaler, generators)
+    session_start = time.perf_counter()
+    for epoch in range(position["epoch"], config.epochs):
+        if progress is not None:
+            progress("epoch_start", epoch=epoch, epochs=config.epochs)
+        lr = optimizer.param_groups[0]["lr"]
+        stats = train_one_epoch(method, model, data.train_loader, optimizer, config, device=device,
+                                generator=generators["routing"], epoch=epoch, scaler=scaler, runner=runner,
+                                progress=progress)
+        scheduler.step()
+        record = {"epoch": epoch + 1, "lr": lr, **{k: stats[k] for k in ("train_loss", "train_top1")},
+                  "seconds": stats["seconds"], "images_per_s": stats["images"] / max(stats["seconds"], 1e-9)}
+        position = {"epoch": epoch + 1, "history": [*position["history"], record],
+                    "train_seconds": position["train_seconds"] + stats["seconds"],
+                    "train_images": position["train_images"] + stats["images"],
+                    "wall_time_s": position["wall_time_s"] + time.perf_counter() - session_start}
+        session_start = time.perf_counter()
+        save_run_checkpoint(checkpoint_path, model, optimizer, scheduler, scaler, generators, config,
+                            position)
+        _write_epochs(run_dir, position["history"])
+        if progress is not None:
+            progress("epoch_end", **record)
+    evaluation = evaluate(method, model, data.eval_loader, config, device=device, seed=config.seed,
+                          runner=runner)
+    wall = position["wall_time_s"] + time.perf_counter() - session_start
+    return _finish(run_dir, config, method, data, model, evaluation, epochs=config.epochs, wall_time=wall,
+                   images_per_s=position["train_images"] / max(position["train_seconds"], 1e-9),
+                   version=version, reference_params=reference_parameters(config, data.num_classes))
+
+
+def _resume(path: Path, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+            scaler: torch.amp.GradScaler | None, generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
+    from spottune.checkpoint import load_checkpoint
+
+    content = load_checkpoint(path)
+    extra = content["extra"]
+    if extra.get("config_hash") != config.hash() or content["config"].get("method") != config.method:
+        raise CheckpointError(f"{path} was written by another configuration (hash {extra.get('config_hash')},"
+                              f"method {content['config'].get('method')!r}); expected hash {config.hash()} "
+                              f"of {config.method!r}: remove the run directory or use another one")
+    load_model_state(model, content["model_state"], str(path))
+    optimizer.load_state_dict(extra["optimizer"])
+    scheduler.load_state_dict(extra["scheduler"])
+    if scaler is not None and extra.get("scaler") is not None:
+        scaler.load_state_dict(extra["scaler"])
+    set_rng_state(extra["rng"], generators)
+    return dict(extra["position"])
