@@ -430,10 +430,17 @@ def epoch_plan(indices: torch.Tensor, sizes: torch.Tensor, geo: CropGeometry, *,
                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(order, offsets, flips) of one epoch over `indices`; every random draw comes from `generator`.
 
-    Draw order: permutation, then crop offsets, then flips, all for the whole epoch at once.
+    Draw order: the shuffle, then crop offsets, then flips, all for the whole epoch at once. The shuffle
+    consumes `generator` exactly as ``DataLoader(shuffle=True, generator=generator)`` does (torch 2.x: one
+    int64 for the workers' base seed, the permutation, and a second permutation that RandomSampler draws
+    and slices to nothing), so without random augmentation both paths see the same batches in the same
+    order, epoch after epoch (checked by tests/test_cache.py).
     """
     if shuffle:
-        indices = indices[torch.randperm(len(indices), generator=generator)]
+        n = len(indices)
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        indices = indices[torch.randperm(n, generator=generator)]
+        torch.randperm(n, generator=generator)
     offsets = crop_offsets(sizes[indices], geo, generator)
     return indices, offsets, flip_flags(len(indices), geo, generator)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from torchvision.transforms import functional as F
 
 from decathlon import cache
 from decathlon.data import build_dataset
-from decathlon.domains import get_domain
+from decathlon.domains import get_domain, suite_domains
 from decathlon.errors import ConfigError, DataError
 from decathlon.presets import Geometry, get_preset
 from tests.fakes import write_decathlon
@@ -249,3 +250,82 @@ def test_no_crop_needs_one_image_size(varied):
     opened = _open(dataset, cache_dir, Geometry(72, None))
     with pytest.raises(DataError, match="different sizes"):
         cache.CachedLoader(opened, Geometry(72, None), MEAN, STD, batch_size=2)
+
+
+# ------------------------------------------------------------------------------------ the generated suite
+
+
+def _mini_decathlon_specs():
+    return [s for s in suite_domains("mini") if s.layout == "decathlon" and not s.is_source]
+
+
+def test_generated_suite_parity_every_preset_and_domain(mini_suite, tmp_path):
+    """Explicit offsets and flips on every generated Decathlon domain (Daimler non-square included), for
+    both presets' training and test geometries: the batched crops equal the PIL path's pixels."""
+    checked = set()
+    for spec in _mini_decathlon_specs():
+        dataset = build_dataset(spec, mini_suite.decathlon_root, "val")
+        n = min(len(dataset), 4)
+        images = [dataset[i][0] for i in range(n)]
+        for preset_name in ("faithful", "adapters"):
+            for train in (True, False):
+                geometry = get_preset(preset_name).geometry(spec, train)
+                opened = _open(dataset, tmp_path / "cache", geometry)
+                geo = cache.crop_geometry(geometry)
+                offsets = cache.crop_offsets(opened.sizes[:n], geo, torch.Generator().manual_seed(n))
+                flips = (torch.arange(n) % 2 == 0) & geo.flip
+                out_hw = cache.output_size(opened.sizes, geo)
+                crops = cache.crop_batch(opened.images, torch.arange(n), opened.sizes[:n], offsets, flips,
+                                         out_hw)
+                for i, image in enumerate(images):
+                    if geometry.random_crop:
+                        top, left = int(offsets[i, 0]), int(offsets[i, 1])
+                    else:  # the preset's own centre crop decides the window
+                        top = left = None
+                    expected = _reference_pixels(image, geometry, top, left, bool(flips[i]))
+                    assert np.array_equal(crops[i].numpy(), expected), (spec.name, preset_name, train, i)
+                checked.add((spec.geometry, out_hw[0] != out_hw[1]))
+    assert ("resize", True) in checked  # Daimler: non-square batches (2:1)
+
+
+def _reference_pixels(image, geometry, top, left, flip):
+    """The preset's own PIL ops, with the random parts (crop window, flip) fixed by the caller."""
+    ops = []
+    for op in geometry.ops():
+        if isinstance(op, transforms.RandomCrop):
+            ops.append(transforms.Lambda(lambda im, op=op: F.crop(im, top, left, *op.size)))
+        elif isinstance(op, transforms.RandomHorizontalFlip):
+            continue
+        else:
+            ops.append(op)
+    out = transforms.Compose(ops)(image)
+    return np.asarray(F.hflip(out) if flip else out)
+
+
+def test_training_through_the_cache_matches_the_pil_path(tmp_path, monkeypatch):
+    """Without random augmentation (a CENTER domain of the faithful preset) both data paths feed the same
+    batches in the same order: the run's per-epoch metrics and final evaluation are identical. The 20 px
+    images are resized to 72 px, so the resampling Resize is covered too."""
+    from decathlon.config import RunConfig
+    from decathlon.engine import run
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    root = write_decathlon(tmp_path / "data", "gtsrb", classes=4, sizes={"train": 36, "val": 12, "test": 4},
+                           image_size=(20, 20))
+    geometry = get_preset("faithful").geometry(get_domain("gtsrb"), True)
+    assert geometry.resize == 72 and not geometry.random_crop and not geometry.flip
+    base = RunConfig(suite="decathlon", method="finetune", domain="gtsrb", data_root=str(root),
+                     protocol="train->val", epochs=2, batch_size=16, eval_batch_size=32, num_workers=0,
+                     width=0.125, device="cpu", limit_train_images=30)
+    results = {}
+    for flag in (False, True):
+        run_dir = tmp_path / f"cache-{flag}"
+        results[flag] = run(base.replace(cache=flag), run_dir)
+        results[flag]["epochs_log"] = [
+            {k: v for k, v in json.loads(line).items() if k in ("train_loss", "train_top1")}
+            for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+        results[flag]["predicted"] = json.loads((run_dir / "predictions.json").read_text())["predicted"]
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the cache path really ran (train and val)
+    assert len(results[True]["epochs_log"]) == 2
+    for key in ("top1", "loss", "epochs_log", "predicted"):
+        assert results[True][key] == results[False][key], key
