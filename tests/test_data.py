@@ -428,3 +428,13 @@ def test_generated_suite_loads_through_the_readers(tmp_path):
     assert aircraft.image_ids[0] == D + 200001 + 2 * aircraft.num_classes  # after train and val
     mean, std = load_mean_std(paths.decathlon_root, aircraft.spec)
     assert mean != aircraft.spec.mean and all(0 < v < 1 for v in mean + std)  # the generated pickle
+
+
+def test_datasets_pickle_for_spawned_dataloader_workers(tmp_path):
+    root = write_decathlon(tmp_path / "dec")
+    extra = tmp_path / "extra"
+    write_folder(extra, "flowers", {"a": 3}, {"a": 1})
+    for ds in (DecathlonDataset(root, "aircraft", "val"), build_dataset("flowers", extra, "val")):
+        copy = pickle.loads(pickle.dumps(ds))
+        assert copy.spec == ds.spec and copy.image_ids == ds.image_ids and copy.labels == ds.labels
+        assert copy[0][0].tobytes() == ds[0][0].tobytes()
