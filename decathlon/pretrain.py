@@ -1,0 +1,263 @@
+"""Source pretraining: train a backbone on the source domain and save it as a harness checkpoint.
+
+The checkpoint (``backbone.pt``) is what every transfer job of a suite loads as ``config.pretrained``:
+a :mod:`spottune.checkpoint` file whose ``model_state`` is the backbone's state_dict (source classifier
+included, so the source domain's entry can be evaluated from it).
+
+Multi-GPU (or multi-process CPU) training uses DistributedDataParallel with a DistributedSampler; the
+global batch is ``config.batch_size`` split evenly over the processes, so the recipe does not depend on
+the process count. Launch it either with torchrun (which sets RANK / WORLD_SIZE / LOCAL_RANK)::
+
+    torchrun --nproc_per_node 4 -m decathlon.pretrain --data-root DIR --out OUT
+
+or with ``--nproc N``, which spawns N local processes itself (gloo on the CPU, nccl on CUDA). Only rank 0
+evaluates and writes files. Settings come from :class:`~decathlon.config.RunConfig` (``domain`` = the
+source domain, ``backbone``, ``width``, ``epochs``, ``lr``, ``schedule``, ``batch_size``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from decathlon.config import RunConfig
+from decathlon.domains import DomainSpec, get_domain
+from decathlon.engine import (
+    balanced_subset,
+    derive_seed,
+    resolve_device,
+    seed_everything,
+    seed_worker,
+)
+from decathlon.errors import ConfigError, HarnessError
+from decathlon.io import atomic_write_json
+from decathlon.schedules import build_scheduler
+
+BACKBONE_FILE = "backbone.pt"  # same name as decathlon.jobs.PRETRAINED_FILE
+
+
+def _source_spec(config: RunConfig) -> DomainSpec:
+    spec = get_domain(config.domain, suite=config.suite)
+    if not spec.is_source:
+        raise ConfigError(f"pretraining runs on the source domain; {config.domain!r} (suite {config.suite!r})"
+                          " is a target domain (the source is imagenet12)")
+    return spec
+
+
+def _loaders(config: RunConfig, spec: DomainSpec, rank: int, world_size: int, device: torch.device):
+    from decathlon.data import build_dataset, load_mean_std
+    from decathlon.presets import get_preset
+
+    if config.data_root is None:
+        raise ConfigError("config.data_root is not set; expected the folder holding the source domain's data")
+    preset = get_preset(config.preset)
+    mean, std = load_mean_std(config.data_root, spec)
+    train = build_dataset(spec, config.data_root, config.train_split, preset.train_transform(spec, mean, std))
+    if config.limit_train_images is not None:
+        train = Subset(train, balanced_subset(train.labels, config.limit_train_images, config.seed))
+    per_process = max(1, config.batch_size // world_size)
+    sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True,
+                                 seed=derive_seed(config.seed, "data") % 2**31)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(train, batch_size=per_process, sampler=sampler, num_workers=config.num_workers,
+                              pin_memory=pin, worker_init_fn=seed_worker)
+    eval_set = build_dataset(spec, config.data_root, config.eval_split,
+                             preset.test_transform(spec, mean, std))
+    eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False,
+                             num_workers=config.num_workers, pin_memory=pin)
+    return train_loader, sampler, eval_loader
+
+
+@torch.no_grad()
+def _top1(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    for images, labels in loader:
+        images, labels = images.to(device), torch.as_tensor(labels).to(device)
+        correct += (model(images).argmax(1) == labels).sum()
+        seen += labels.shape[0]
+    return 100.0 * float(correct) / max(seen, 1)
+
+
+def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: int = 1,
+          progress: Any = None) -> dict[str, Any]:
+    """Pretrain on this process (one of `world_size`; the process group must already be initialised when
+    `world_size` > 1). Rank 0 writes ``run_dir/backbone.pt`` and returns the summary; every rank returns
+    its final backbone state under ``"state"`` (used by tests to compare ranks)."""
+    from spottune.backbones import create_backbone
+    from spottune.checkpoint import save_checkpoint
+
+    spec = _source_spec(config)
+    device = resolve_device(config.device)
+    if device.type == "cuda" and world_size > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    seed_everything(config.seed)  # same initialisation on every rank
+    model = create_backbone(config.backbone, spec.num_classes, width=config.width).to(device)
+    torch.manual_seed(derive_seed(config.seed, "global") + rank)  # per-rank augmentation streams
+    train_loader, sampler, eval_loader = _loaders(config, spec, rank, world_size, device)
+    net: nn.Module = model
+    if world_size > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    weight_decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=weight_decay)
+    scheduler = build_scheduler(optimizer, config.schedule, config.epochs, milestones=config.milestones,
+                                gamma=config.lr_gamma)
+    start = time.perf_counter()
+    history = []
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        net.train()
+        loss_sum = torch.zeros((), device=device)
+        seen = 0
+        for images, labels in train_loader:
+            images, labels = images.to(device), torch.as_tensor(labels).to(device)
+            loss = F.cross_entropy(net(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * labels.shape[0]
+            seen += labels.shape[0]
+        scheduler.step()
+        record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1)}
+        history.append(record)
+        if progress is not None and rank == 0:
+            progress("epoch_end", **record)
+    summary: dict[str, Any] = {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    if rank == 0:
+        top1 = _top1(model, eval_loader, device)
+        path = Path(run_dir) / BACKBONE_FILE
+        meta = {"backbone": config.backbone, "width": config.width, "num_classes": spec.num_classes,
+                "domain": spec.name, "suite": config.suite, "epochs": config.epochs, "seed": config.seed}
+        save_checkpoint(path, model_state=summary["state"], config=meta,
+                        extra={"top1": top1, "eval_split": config.eval_split, "world_size": world_size})
+        summary.update({"checkpoint": str(path), "top1": top1, "eval_split": config.eval_split,
+                        "epochs": config.epochs, "world_size": world_size, "history": history,
+                        "wall_time_s": time.perf_counter() - start})
+    return summary
+
+
+def run(config: RunConfig, run_dir: str | Path, *, progress: Any = None) -> dict[str, Any]:
+    """Pretrain in this process (or as one rank of a torchrun launch) and return the JSON summary
+    (checkpoint path, source top1 on the evaluation split, epochs, wall time)."""
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    initialised = False
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
+        dist.init_process_group(backend)  # torchrun's env:// rendezvous
+        initialised = True
+    try:
+        summary = train(config, run_dir, rank=rank, world_size=world_size, progress=progress)
+    finally:
+        if initialised:
+            dist.destroy_process_group()
+    summary.pop("state")
+    return summary
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawned(rank: int, world_size: int, port: int, config_dict: dict, run_dir: str, states_dir: str | None):
+    """Entry point of one process started by :func:`spawn` (module level so that it can be pickled)."""
+    config = RunConfig.from_dict(config_dict)
+    backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        summary = train(config, run_dir, rank=rank, world_size=world_size)
+    finally:
+        dist.destroy_process_group()
+    if states_dir is not None:  # tests compare the final weights of every rank
+        torch.save(summary["state"], Path(states_dir) / f"rank{rank}.pt")
+    if rank == 0:
+        summary.pop("state")
+        atomic_write_json(Path(run_dir) / "pretrain_summary.json", summary)
+
+
+def spawn(config: RunConfig, run_dir: str | Path, nprocs: int, *, states_dir: str | Path | None = None
+          ) -> dict[str, Any]:
+    """Pretrain with `nprocs` local processes (torch.multiprocessing, DDP) and return rank 0's summary."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    if nprocs < 1:
+        raise ConfigError(f"nprocs={nprocs}; expected >= 1")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    config_dict = {k: list(v) if isinstance(v, tuple) else v for k, v in config.to_dict().items()}
+    mp.spawn(_spawned, args=(nprocs, _free_port(), config_dict, str(run_dir),
+                             None if states_dir is None else str(states_dir)), nprocs=nprocs, join=True)
+    return json.loads((Path(run_dir) / "pretrain_summary.json").read_text())
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m decathlon.pretrain",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-root", required=True, help="the source domain's data folder (decathlon-1.0)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (backbone.pt goes there)")
+    parser.add_argument("--suite", default="decathlon", help="suite of the source domain (decathlon or mini)")
+    parser.add_argument("--domain", default="imagenet12", help="the source domain")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--width", type=float, default=None, help="ResNet-26 width multiplier")
+    parser.add_argument("--backbone", default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch (split over processes)")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--schedule", default=None, help="faithful, multistep or cosine")
+    parser.add_argument("--protocol", default="train->val", help="train->val (default) or trainval->test")
+    parser.add_argument("--limit-train-images", type=int, default=None)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--device", default=None, help="auto, cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nproc", type=int, default=1, help="local processes to spawn (without torchrun)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """RunConfig of a pretraining run from the command line (unset options keep the RunConfig defaults)."""
+    values = {"suite": args.suite, "domain": args.domain, "method": "pretrain", "data_root": args.data_root,
+              "protocol": args.protocol, "seed": args.seed}
+    for key in ("epochs", "width", "backbone", "batch_size", "lr", "schedule", "limit_train_images",
+                "num_workers", "device"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    return RunConfig.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+            summary = spawn(config, args.out, args.nproc)
+        else:
+            summary = run(config, args.out)
+    except HarnessError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"wrote {summary['checkpoint']} ({summary['eval_split']} top1 {summary['top1']:.2f}%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
