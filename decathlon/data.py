@@ -21,7 +21,6 @@ every image file) and at load time for unreadable images.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -119,19 +118,6 @@ class ImageListDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, self.labels[index]
-
-    def __getstate__(self) -> dict:
-        # DomainSpec holds a MappingProxyType, which cannot be pickled; DataLoader workers started with
-        # spawn/forkserver pickle the dataset, so the spec travels as a plain dict
-        state = dict(self.__dict__)
-        spec = {f.name: getattr(self.spec, f.name) for f in dataclasses.fields(self.spec)}
-        state["spec"] = {**spec, "split_sizes": dict(self.spec.split_sizes)}
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        fields = dict(state["spec"])
-        fields["split_sizes"] = MappingProxyType(fields["split_sizes"])
-        self.__dict__.update({**state, "spec": DomainSpec(**fields)})
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(domain={self.spec.name!r}, split={self.split!r}, "

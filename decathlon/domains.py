@@ -27,13 +27,33 @@ IMAGENET = "imagenet"  # extra datasets at 224 px: RandomResizedCrop + flip, Res
 
 
 @dataclass(frozen=True)
+class SplitSizes(Mapping):
+    """Images per released split; an immutable, hashable and picklable mapping ``split -> count``."""
+
+    train: int
+    val: int
+    test: int
+
+    def __getitem__(self, split: str) -> int:
+        if split not in ("train", "val", "test"):
+            raise KeyError(split)
+        return getattr(self, split)
+
+    def __iter__(self):
+        return iter(("train", "val", "test"))
+
+    def __len__(self) -> int:
+        return 3
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     """Everything the harness knows about one dataset."""
 
     name: str  # folder name on disk, also the key everywhere (results, ids, tables)
     label: str  # column label of the paper's tables
     num_classes: int
-    split_sizes: Mapping[str, int]  # images per split as released ("test" is the evaluation split)
+    split_sizes: SplitSizes  # images per split as released ("test" is the evaluation split)
     mean: tuple[float, float, float]  # RGB in [0, 1]
     std: tuple[float, float, float]
     geometry: str  # one of CROP, CENTER, RESIZE, IMAGENET
@@ -57,7 +77,7 @@ def _spec(name, label, number, classes, train, val, test, mean, std, geometry, w
         label=label,
         number=number,
         num_classes=classes,
-        split_sizes=MappingProxyType({"train": train, "val": val, "test": test}),
+        split_sizes=SplitSizes(train, val, test),
         mean=tuple(mean),
         std=tuple(std),
         geometry=geometry,
@@ -112,7 +132,7 @@ def _extra(name, label, train, test, classes, layout="folder", mean=_IMAGENET_ME
     # Their "val" is not released: `split_sizes["val"] = 0` and train->val carves it from train.
     return DomainSpec(
         name=name, label=label, num_classes=classes,
-        split_sizes=MappingProxyType({"train": train, "val": 0, "test": test}),
+        split_sizes=SplitSizes(train, 0, test),
         mean=mean, std=std, geometry=IMAGENET, weight_decay=1e-4, suites=("extra",),
         layout=layout, image_size=224,
     )
@@ -147,7 +167,7 @@ def mini_domains(classes: Mapping[str, int], sizes: Mapping[str, Mapping[str, in
         real = _REAL[name]
         size = image_size if real.layout == "decathlon" else extra_size
         out.append(dataclasses.replace(
-            real, num_classes=n, split_sizes=MappingProxyType(dict(sizes[name])), suites=("mini",),
+            real, num_classes=n, split_sizes=SplitSizes(**sizes[name]), suites=("mini",),
             # the generated stand-ins of the extra datasets are class-per-folder trees
             image_size=size, layout="decathlon" if real.layout == "decathlon" else "folder",
         ))
