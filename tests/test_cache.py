@@ -62,7 +62,7 @@ def test_build_then_reuse_without_decoding(varied, monkeypatch):
     dataset, cache_dir = varied
     first = _open(dataset, cache_dir)
     assert first.built and first.decoded == len(dataset) == 6
-    assert first.images.shape == (6, 72, 150, 3)  # padded to the widest image
+    assert first.images.shape == (6, 3, 72, 150)  # channels first, padded to the widest image
     assert first.sizes.tolist() == [[72, w] for w in (72, 80, 96, 121, 150, 73)]
     assert first.labels.tolist() == dataset.labels
     meta_mtime = (first.directory / "meta.json").stat().st_mtime_ns
@@ -107,7 +107,8 @@ def test_image_change_rebuilds_with_new_pixels(varied):
     os.utime(path, ns=(1, 1))  # a different mtime even on coarse file-system clocks
     second = _open(dataset, cache_dir)
     assert second.built and second.directory != first.directory
-    assert np.array_equal(second.images[2, :, :96].numpy(), np.asarray(Image.open(path).convert("RGB")))
+    stored = second.images[2, :, :, :96].permute(1, 2, 0).numpy()
+    assert np.array_equal(stored, np.asarray(Image.open(path).convert("RGB")))
 
 
 def test_corrupt_image_raises_data_error_naming_it(varied):
@@ -129,13 +130,19 @@ def test_unsupported_geometry_is_a_config_error(varied):
 # ------------------------------------------------------------------------------------ pixel parity
 
 
+def _hwc(crop: torch.Tensor) -> np.ndarray:
+    """A (3, h, w) uint8 crop as the (h, w, 3) array PIL gives."""
+    return crop.permute(1, 2, 0).numpy()
+
+
+@pytest.mark.parametrize("gather", [False, True], ids=["slices", "gather"])
 @pytest.mark.parametrize("geometry", [
     Geometry(72, 64, random_crop=True, flip=True),  # faithful/adapters CROP training
     Geometry(72, 72),  # centre crop of the whole height
-    Geometry(72, 80),  # a centre crop larger than the image: zero padding as torchvision
+    Geometry(72, 80),  # a centre crop larger than the image: zero padding as torchvision (gather only)
     Geometry(64, 48, random_crop=True),  # a resize that resamples (shorter side 72 -> 64)
 ])
-def test_batched_crops_equal_pil_crops(varied, geometry):
+def test_batched_crops_equal_pil_crops(varied, geometry, gather):
     dataset, cache_dir = varied
     opened = _open(dataset, cache_dir, geometry)
     geo = cache.crop_geometry(geometry)
@@ -145,15 +152,19 @@ def test_batched_crops_equal_pil_crops(varied, geometry):
     offsets = cache.crop_offsets(opened.sizes, geo, gen)
     flips = torch.tensor([True, False] * (n // 2)) if geometry.flip else torch.zeros(n, dtype=torch.bool)
     out_hw = cache.output_size(opened.sizes, geo)
-    crops = cache.crop_batch(opened.images, index, opened.sizes, offsets, flips, out_hw)
+    if geometry.crop == 80 and not gather:
+        with pytest.raises(DataError, match="inside the images"):
+            cache.crop_batch(opened.images, index, opened.sizes, offsets, flips, out_hw, gather=False)
+        return
+    crops = cache.crop_batch(opened.images, index, opened.sizes, offsets, flips, out_hw, gather=gather)
+    assert crops.shape == (n, 3, *out_hw) and crops.dtype == torch.uint8
     for i in range(n):
         image, _ = dataset[i]
         if geometry.random_crop:
             expected = _pil_crop(image, geometry, int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]))
         else:  # the preset's own deterministic transform, no explicit offsets
             expected = np.asarray(transforms.Compose(geometry.ops())(image))
-        assert crops[i].numpy().shape == expected.shape
-        assert np.array_equal(crops[i].numpy(), expected), f"image {i}"
+        assert np.array_equal(_hwc(crops[i]), expected), f"image {i}"
 
 
 def test_random_offsets_cover_the_valid_range(varied):
@@ -283,7 +294,7 @@ def test_generated_suite_parity_every_preset_and_domain(mini_suite, tmp_path):
                     else:  # the preset's own centre crop decides the window
                         top = left = None
                     expected = _reference_pixels(image, geometry, top, left, bool(flips[i]))
-                    assert np.array_equal(crops[i].numpy(), expected), (spec.name, preset_name, train, i)
+                    assert np.array_equal(_hwc(crops[i]), expected), (spec.name, preset_name, train, i)
                 checked.add((spec.geometry, out_hw[0] != out_hw[1]))
     assert ("resize", True) in checked  # Daimler: non-square batches (2:1)
 
