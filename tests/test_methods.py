@@ -1,0 +1,264 @@
+"""Every registered method on generated data: one SGD step, what is frozen, what trains, the forward
+contract; plus the method-specific pieces (L2-SP penalty, random routings, Global-k, deeper backbone)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from baselines.finetune import deepen_resnet26
+from baselines.l2sp import l2sp_penalty
+from baselines.stochastic import half_of_blocks, random_policy
+from decathlon.config import RunConfig
+from decathlon.data import build_dataset, load_mean_std
+from decathlon.domains import get_domain
+from decathlon.engine import build_backbone, build_optimizer, train_step
+from decathlon.errors import ConfigError
+from decathlon.methods import Output, all_methods, get_method
+from decathlon.presets import get_preset
+from spottune.backbones import ResNet26
+from spottune.global_k import global_k_losses
+from spottune.methods import global_policy
+
+TRAINING = [name for name, m in all_methods().items() if m.trains]
+WIDTH = 0.25
+BLOCKS = 12  # ResNet-26
+BN = r"(stem\.bn|head\.bn|blocks\.\d+\.bn\d)\."
+
+# The parameters each method trains (regex matched at the start of the parameter name).
+TRAINABLE = {
+    "finetune": r".", "scratch": r".", "l2-sp": r".", "finetune-resnet101": r".",
+    "feature-extractor": r"classifier\.",
+    "finetune-last-1": r"(blocks\.11\.|head\.|classifier\.)",
+    "finetune-last-2": r"(blocks\.1[01]\.|head\.|classifier\.)",
+    "finetune-last-3": r"(blocks\.(9|10|11)\.|head\.|classifier\.)",
+    "bn-adapt": rf"({BN}|classifier\.)",
+    # two-path models, frozen_bn="faithful": only the pretrained blocks' convolutions are frozen
+    "spottune": r"(?!blocks\.\d+\.conv)", "spottune-global-k": r"(?!blocks\.\d+\.conv)",
+    "stochastic-finetune": r"(?!blocks\.\d+\.conv)", "random-policy": r"(?!blocks\.\d+\.conv)",
+    "progressive-nets": r"(?!frozen\.)",
+}
+
+
+@pytest.fixture(scope="module")
+def batch(mini_suite):
+    """Eight training images (random 32 px crops) and labels of the generated aircraft domain."""
+    spec = get_domain("aircraft", suite="mini")
+    mean, std = load_mean_std(mini_suite.decathlon_root, spec)
+    data = build_dataset(spec, mini_suite.decathlon_root, "train",
+                         get_preset("faithful").train_transform(spec, mean, std))
+    torch.manual_seed(0)
+    items = [data[i] for i in range(0, 160, 20)]
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items]), spec
+
+
+def _config(name: str, **kw) -> RunConfig:
+    return RunConfig(suite="mini", method=name, domain="aircraft", width=WIDTH, device="cpu", **kw)
+
+
+def _build(name: str, spec, config: RunConfig | None = None):
+    method = get_method(name)
+    config = config or _config(name)
+    torch.manual_seed(0)
+    model = method.build(build_backbone(method, config, spec.num_classes), spec, spec.num_classes, config)
+    return method, config, model
+
+
+def _bn_layers(model: nn.Module):
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize("name", TRAINING)
+def test_one_step_trains_declared_params_only(name, batch):
+    images, labels, spec = batch
+    method, config, model = _build(name, spec)
+    optimizer, _ = build_optimizer(method, model, config, spec)
+    in_groups = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen_bn = [(m, m.running_mean.clone(), m.running_var.clone()) for m in _bn_layers(model)
+                 if m.weight is not None and not m.weight.requires_grad]
+    generator = torch.Generator().manual_seed(0)
+    method.train_mode(model, config)  # as the engine does before every epoch
+    loss, output = train_step(method, model, model, images, labels, optimizer, config,
+                              device=torch.device("cpu"), generator=generator)
+    assert torch.isfinite(loss)
+    assert output.logits.shape == (len(labels), spec.num_classes)
+    changed = []
+    for n, p in model.named_parameters():
+        if id(p) not in in_groups:
+            assert not p.requires_grad, f"{n} has requires_grad but is in no parameter group"
+            assert torch.equal(p, before[n]), f"frozen parameter {n} changed"
+        elif not torch.equal(p, before[n]):
+            changed.append(n)
+        else:  # unchanged trainable tensor: only possible when no image reached it (random routing)
+            assert p.grad is None or not p.grad.any(), f"trainable {n} has a gradient but did not change"
+    trainable = [n for n, p in model.named_parameters() if id(p) in in_groups]
+    assert changed and "classifier.weight" in changed
+    assert len(changed) >= 0.5 * len(trainable)
+    if name in TRAINABLE:
+        expected = [n for n, _ in model.named_parameters() if re.match(TRAINABLE[name], n)]
+        assert sorted(trainable) == sorted(expected)
+    for module, mean, var in frozen_bn:  # a BN layer with frozen affine keeps its statistics
+        assert torch.equal(module.running_mean, mean) and torch.equal(module.running_var, var)
+
+
+@pytest.mark.parametrize("name", list(all_methods()))
+def test_eval_forward_contract(name, batch):
+    images, labels, spec = batch
+    method, _, model = _build(name, spec)
+    model.eval()
+    with torch.no_grad():
+        out1 = method.forward(model, images, generator=torch.Generator().manual_seed(1))
+        out2 = method.forward(model, images, generator=torch.Generator().manual_seed(1))
+    assert out1.logits.shape == (len(labels), spec.num_classes)
+    assert torch.equal(out1.logits, out2.logits)  # evaluation is reproducible given the generator
+    if out1.policy is not None:
+        assert method.routing
+        assert out1.policy.shape == (len(labels), BLOCKS)
+        assert set(out1.policy.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_policy_group_has_policy_settings(batch):
+    _, _, spec = batch
+    method, config, model = _build("spottune", spec, _config("spottune", policy_lr=0.02, lr=0.3,
+                                                           policy_weight_decay=2e-3))
+    optimizer, _ = build_optimizer(method, model, config, spec)
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert set(groups) == {"network", "policy"}
+    assert groups["policy"]["lr"] == 0.02 and groups["policy"]["weight_decay"] == 2e-3
+    assert groups["network"]["lr"] == 0.3 and groups["network"]["weight_decay"] == spec.weight_decay
+    assert {id(p) for p in groups["policy"]["params"]} == {id(p) for p in model.policy_net.parameters()}
+
+
+def test_spottune_frozen_bn_keeps_pretrained_block_bn(batch):
+    images, labels, spec = batch
+    method, config, model = _build("spottune", spec, _config("spottune", frozen_bn="frozen"))
+    optimizer, _ = build_optimizer(method, model, config, spec)
+    stats = {n: b.clone() for n, b in model.blocks.named_buffers()}
+    params = {n: p.clone() for n, p in model.blocks.named_parameters()}
+    method.train_mode(model, config)
+    train_step(method, model, model, images, labels, optimizer, config, device=torch.device("cpu"),
+               generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(b, stats[n]) for n, b in model.blocks.named_buffers())
+    assert all(torch.equal(p, params[n]) for n, p in model.blocks.named_parameters())
+
+
+def test_l2sp_penalty_on_known_weights(batch):
+    _, _, spec = batch
+    _, _, model = _build("l2-sp", spec)
+    alpha, beta = 0.1, 0.01
+    assert l2sp_penalty(model, alpha, beta).item() == pytest.approx(
+        0.5 * beta * sum(p.pow(2).sum().item() for p in model.classifier.parameters()), rel=1e-6)
+    shared = 0
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if not n.startswith("classifier."):
+                p.add_(0.5)  # every shared weight 0.5 away from its pretrained value
+                shared += p.numel()
+        model.classifier.weight.fill_(2.0)
+        model.classifier.bias.fill_(-1.0)
+    n_new = model.classifier.weight.numel(), model.classifier.bias.numel()
+    expected = 0.5 * alpha * 0.25 * shared + 0.5 * beta * (4.0 * n_new[0] + 1.0 * n_new[1])
+    assert l2sp_penalty(model, alpha, beta).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_l2sp_has_no_plain_weight_decay(batch):
+    _, _, spec = batch
+    method, config, model = _build("l2-sp", spec)
+    optimizer, _ = build_optimizer(method, model, config.replace(weight_decay=5e-4), spec)
+    assert all(g["weight_decay"] == 0.0 for g in optimizer.param_groups)
+
+
+def test_half_of_blocks_per_image_and_per_batch():
+    g = torch.Generator().manual_seed(0)
+    per_image = half_of_blocks(64, BLOCKS, per_image=True, generator=g)
+    assert (per_image.sum(1) == BLOCKS // 2).all()
+    assert len({tuple(r.tolist()) for r in per_image}) > 1  # different images, different blocks
+    shared = half_of_blocks(64, BLOCKS, per_image=False, generator=g)
+    assert (shared.sum(1) == BLOCKS // 2).all() and (shared == shared[0]).all()
+
+
+def test_random_policy_last_three_always_tuned():
+    p = random_policy(2000, BLOCKS, always=3, generator=torch.Generator().manual_seed(0))
+    assert (p[:, -3:] == 1).all()
+    assert 0.45 < p[:, :-3].mean().item() < 0.55
+
+
+def test_stochastic_eval_options(batch):
+    images, _, spec = batch
+    outputs = {}
+    for choice in ("mean", "tuned", "sampled"):
+        config = _config("stochastic-finetune", stochastic_eval=choice)
+        method, _, model = _build("stochastic-finetune", spec, config)
+        model.eval()
+        with torch.no_grad():
+            outputs[choice] = method.forward(model, images, generator=torch.Generator().manual_seed(0))
+    assert outputs["mean"].policy is None  # a 0.5/0.5 mix, not a hard routing
+    assert (outputs["tuned"].policy == 1).all()
+    assert (outputs["sampled"].policy.sum(1) == BLOCKS // 2).all()
+    with pytest.raises(ConfigError, match="stochastic_eval"):
+        _build("stochastic-finetune", spec, _config("stochastic-finetune", stochastic_eval="nope"))
+
+
+def test_global_k_penalty_and_global_test_policy(batch):
+    images, _, spec = batch
+    method, config, model = _build("spottune-global-k", spec, _config("spottune-global-k", global_k=4))
+    policy = torch.zeros(8, BLOCKS)
+    policy[:, :3] = 1.0
+    policy[:4, 3] = 1.0  # v = (1, 1, 1, 0.5, 0, ...): sum 3.5
+    loss = method.extra_loss(model, Output(torch.zeros(8, 10), policy), config)
+    l_k, l_e = global_k_losses(policy, 4)
+    assert l_k.item() == pytest.approx(0.25)  # (3.5 - 4)^2
+    assert l_e.item() == pytest.approx(0.5 * math.log(2))  # -0.5 log 0.5; 0 log 0 = 1 log 1 = 0
+    assert loss.item() == pytest.approx(config.lambda1 * 0.25 + config.lambda2 * l_e.item())
+    with torch.no_grad():
+        model.global_usage.copy_(torch.linspace(0, 1, BLOCKS))
+    mask = global_policy(model, 5)
+    assert (mask == mask[0]).all() and mask[0].sum() == 4 and (mask[0, -4:] == 1).all()
+    model.eval()
+    with torch.no_grad():
+        out = method.forward(model, images)
+    assert (out.policy == mask[0]).all()
+
+
+def test_running_ft_routes_every_block_to_tuned_path(batch):
+    images, _, spec = batch
+    method, _, model = _build("spottune-running-ft", spec)
+    model.eval()
+    with torch.no_grad():
+        out = method.forward(model, images)
+        ones = model(images, torch.ones(len(images), BLOCKS))[0]
+    assert (out.policy == 1).all() and torch.equal(out.logits, ones)
+
+
+def test_deeper_resnet26_starts_as_the_pretrained_function():
+    torch.manual_seed(0)
+    base = ResNet26(7, width=WIDTH)
+    for m in base.modules():  # non-trivial BN statistics and affine, as after pretraining
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+    deep = deepen_resnet26(base, (8, 8, 8))
+    assert len(deep.blocks) == 24
+    x = torch.randn(2, 3, 32, 32)
+    base.eval()
+    deep.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(deep(x), base(x), rtol=1e-5, atol=1e-5)
+
+
+def test_progressive_net_starts_as_its_new_column(batch):
+    images, _, spec = batch
+    _, _, model = _build("progressive-nets", spec)
+    model.eval()
+    with torch.no_grad():
+        h = model.stem(images)
+        for block in model.blocks:
+            h = block(h)
+        torch.testing.assert_close(model(images), model.classifier(model.head(h)))
+    assert all(not p.requires_grad for p in model.frozen.parameters())
