@@ -19,6 +19,8 @@ import os
 import pickle
 import subprocess
 import sys
+import types
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,15 +100,68 @@ def save(obj: object, path: Path, fmt: str) -> Path:
     return path
 
 
+def _get_thnn_function_backend():
+    """What PyTorch < 0.4 pickled for every module's ``_backend`` attribute (see Torch03Pickle)."""
+
+
+class _ThnnBackend:
+    def __reduce__(self):
+        return _get_thnn_function_backend, ()
+
+
+class Torch03Pickler(pickle.Pickler):
+    """Pickles tensors and parameters the way PyTorch 0.3 did.
+
+    Tensors: ``torch._utils._rebuild_tensor(storage, offset, size, stride)``; parameters:
+    ``Parameter(data)`` followed by BUILD with ``(requires_grad, volatile, backward_hooks)``.
+    """
+
+    def reducer_override(self, obj):
+        if isinstance(obj, nn.Parameter):
+            return nn.Parameter, (obj.data,), (obj.requires_grad, False, OrderedDict())
+        if type(obj) is torch.Tensor:
+            return torch._utils._rebuild_tensor, (obj._typed_storage(), obj.storage_offset(),
+                                                  tuple(obj.shape), obj.stride())
+        return NotImplemented
+
+
+class Torch03Pickle:
+    """``pickle_module`` for torch.save's legacy writer producing a PyTorch 0.3 style file."""
+
+    Pickler = Torch03Pickler
+    dump = staticmethod(pickle.dump)
+
+
+def save_like_torch03(net: nn.Module, path: Path) -> Path:
+    """{'net': net} as PyTorch 0.3 wrote it: legacy format, old tensor/parameter reductions, a
+    ``_backend`` attribute per module pickled as ``torch.nn.backends.thnn._get_thnn_function_backend()``,
+    no num_batches_tracked (call drop_num_batches_tracked first)."""
+    thnn = types.ModuleType("torch.nn.backends.thnn")
+    thnn._get_thnn_function_backend = _get_thnn_function_backend
+    _get_thnn_function_backend.__module__ = thnn.__name__
+    for module in net.modules():
+        module.__dict__["_backend"] = _ThnnBackend()
+    sys.modules[thnn.__name__] = thnn  # only while pickling, so that pickle names the old function
+    try:
+        torch.save({"net": net}, path, pickle_module=Torch03Pickle, pickle_protocol=2,
+                   _use_new_zipfile_serialization=False)
+    finally:
+        del sys.modules[thnn.__name__]
+        for module in net.modules():
+            del module.__dict__["_backend"]
+    return path
+
+
 @pytest.fixture(scope="module")
 def official(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Stand-in official files (zip and legacy formats) and the stand-ins' own outputs on fixed inputs."""
     folder = tmp_path_factory.mktemp("official")
     gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
     x = torch.randn(2, 3, 32, 32, generator=gen)
     policy = torch.tensor([[0, 1] * 6, [1, 1, 0] * 4], dtype=torch.float32)
-    with standins_importable() as m, torch.no_grad():
+    # the stand-ins initialise from the global generator: seed it without disturbing other tests
+    with standins_importable() as m, torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         ra = m["models"].resnet26([1000]).eval()
         net = m["spottune_models"].resnet26(NUM_CLASSES).eval()
         agent = m["agent_net"].resnet(24).eval()
@@ -125,6 +180,7 @@ def official(tmp_path_factory: pytest.TempPathFactory) -> dict:
             drop_num_batches_tracked(module)
         # the SpotTune code reads the pretrained file as checkpoint['net']
         out["ra_legacy"] = save({"net": ra, "acc": 59.9}, folder / "resnet26_pretrained.t7", "legacy")
+        out["ra_torch03"] = save_like_torch03(ra, folder / "resnet26_pretrained_torch03.t7")
         out["st_legacy"] = save({"net": net, "agent": agent}, folder / "spottune_legacy.t7", "legacy")
     assert importlib.util.find_spec("spottune_models") is None, "stand-ins must not be importable any more"
     return out
@@ -147,7 +203,7 @@ def test_standins_reproduce_the_official_state_dict_keys_and_shapes():
 # loading reproduces the official outputs
 
 
-@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "torch03"])
 def test_backbone_outputs_equal_the_official_network(official, fmt):
     model = load_official_backbone(official[f"ra_{fmt}"])
     assert isinstance(model, ResNet26) and not model.training
