@@ -1,0 +1,221 @@
+"""Policy figures of the routing methods (SpotTune and its variants), from the results store.
+
+Three figures per routing method and table group (:class:`decathlon.report.GroupKey`), each saved as a
+PNG with the data behind it as a CSV of the same name:
+
+- ``blocks``: heatmap domains x blocks of the fraction of images that take the fine-tuned path;
+- ``finetuned``: per domain, the distribution of the number of fine-tuned blocks per image
+  (grouped bars; data domains x counts 0..blocks);
+- ``classes-<domain>``: heatmap classes x blocks of the same fraction, for one chosen domain.
+
+Values are means over seeds. Figures are built on :class:`matplotlib.figure.Figure` objects rendered
+with Agg (no pyplot state, nothing left open). Plain matplotlib on purpose: importing seaborn (which
+imports scipy.stats) costs seconds per process, more than drawing every figure of a run.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from decathlon.errors import DataError, UnknownNameError
+from decathlon.io import atomic_write_bytes, atomic_write_text
+from decathlon.report import GroupKey, domain_label, group_jobs, is_source, table_domains
+
+POLICY_KINDS = ("block", "histogram", "class_block")
+DPI = 100  # PNG resolution; the figures are read on screen
+
+
+@dataclass(frozen=True)
+class PolicyFigure:
+    """One figure and the table it draws (index = rows of the plot, columns = x positions)."""
+
+    name: str  # file stem under reports/figures/
+    title: str
+    data: pd.DataFrame
+    figure: Figure
+
+
+def policy_by_group(store) -> list[tuple[GroupKey, pd.DataFrame]]:
+    """The store's policy rows split by their job's table group (in table order; empty groups left out)."""
+    policy = store.policy
+    needed = {"job_id", "method", "domain", "kind", "class_index", "index", "value"}
+    missing = sorted(needed - set(policy.columns))
+    if missing:
+        raise DataError(f"results store: policy table lacks column(s) {missing}; expected {sorted(needed)}")
+    if policy.empty:
+        return []
+    out = []
+    for key, jobs in group_jobs(store.jobs):
+        rows = policy[policy["job_id"].isin(set(jobs["job_id"]))]
+        if not rows.empty:
+            out.append((key, rows))
+    return out
+
+
+def block_usage(rows: pd.DataFrame, domains: Sequence[str]) -> pd.DataFrame:
+    """Domains x blocks: mean over seeds of the fraction of images on the fine-tuned path."""
+    sel = rows[rows["kind"] == "block"]
+    table = sel.groupby(["domain", "index"])["value"].mean().unstack("index")
+    return _tidy(table, [d for d in domains if d in table.index], "domain", "block")
+
+
+def finetuned_histogram(rows: pd.DataFrame, domains: Sequence[str], blocks: int) -> pd.DataFrame:
+    """Domains x counts 0..blocks: mean fraction of images fine-tuning exactly that many blocks."""
+    sel = rows[rows["kind"] == "histogram"]
+    table = sel.groupby(["domain", "index"])["value"].mean().unstack("index")
+    counts = range(max(blocks, int(table.columns.max()) if len(table.columns) else 0) + 1)
+    table = table.reindex(columns=list(counts)).fillna(0.0)  # a count no image had: fraction 0
+    return _tidy(table, [d for d in domains if d in table.index], "domain", "finetuned_blocks")
+
+
+def class_usage(rows: pd.DataFrame, domain: str) -> pd.DataFrame:
+    """Classes x blocks for one domain: mean over seeds of the fraction on the fine-tuned path."""
+    sel = rows[(rows["kind"] == "class_block") & (rows["domain"] == domain)]
+    table = sel.groupby(["class_index", "index"])["value"].mean().unstack("index")
+    return _tidy(table, sorted(table.index), "class_index", "block")
+
+
+def _tidy(table: pd.DataFrame, order: Sequence, index_name: str, column_name: str) -> pd.DataFrame:
+    table = table.reindex(index=list(order))
+    table = table.reindex(columns=sorted(int(c) for c in table.columns))
+    table.index.name, table.columns.name = index_name, column_name
+    return table
+
+
+def _framed(width: float, height: float, *, left: float = 1.2, right: float = 1.1, bottom: float = 0.55,
+            top: float = 0.45) -> tuple[Figure, object, object]:
+    """A figure of `width` x `height` inches with one axes and a colour-bar axes; margins in inches.
+
+    Fixed margins instead of a layout engine: constrained layout costs several times the drawing itself.
+    """
+    fig = Figure(figsize=(width, height))
+    w, h = width - left - right, height - bottom - top
+    ax = fig.add_axes((left / width, bottom / height, w / width, h / height))
+    cax = fig.add_axes(((left + w + 0.15) / width, bottom / height, 0.15 / width, h / height))
+    return fig, ax, cax
+
+
+def _heatmap(data: pd.DataFrame, title: str, ylabels: Sequence[str], ylabel: str) -> Figure:
+    rows, cols = data.shape
+    fig, ax, cax = _framed(2.6 + 0.42 * cols, 1.2 + 0.26 * max(rows, 7))
+    image = ax.imshow(data.to_numpy(dtype=float), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto",
+                      interpolation="nearest")
+    fig.colorbar(image, cax=cax, label="fraction on the fine-tuned path")
+    ax.set_xticks(range(cols), [str(c) for c in data.columns], fontsize=8)
+    ax.set_yticks(range(rows), list(ylabels), fontsize=8)
+    ax.set_xlabel("block")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_block_usage(data: pd.DataFrame, title: str, suite: str) -> Figure:
+    """Heatmap domains x blocks."""
+    return _heatmap(data, title, [domain_label(d, suite) for d in data.index], "domain")
+
+
+def plot_class_usage(data: pd.DataFrame, title: str) -> Figure:
+    """Heatmap classes x blocks (class labels thinned out when there are many)."""
+    step = max(1, math.ceil(len(data) / 40))  # at most ~40 tick labels stay legible
+    labels = [str(c) if i % step == 0 else "" for i, c in enumerate(data.index)]
+    return _heatmap(data, title, labels, "class index")
+
+
+def plot_histograms(data: pd.DataFrame, title: str, suite: str) -> Figure:
+    """Grouped bars: per number of fine-tuned blocks, one bar per domain (fraction of its images)."""
+    counts = [int(c) for c in data.columns]
+    fig, ax, legend_ax = _framed(3.4 + 0.55 * len(counts), 3.4, left=0.7, right=1.6)
+    legend_ax.set_axis_off()
+    palette = colormaps["tab10" if len(data) <= 10 else "turbo"]
+    colours = [palette(i if len(data) <= 10 else i / max(len(data) - 1, 1)) for i in range(len(data))]
+    width = 0.85 / max(len(data), 1)
+    for i, domain in enumerate(data.index):
+        x = [c - 0.425 + (i + 0.5) * width for c in counts]
+        ax.bar(x, data.iloc[i].to_numpy(dtype=float), width=width, color=colours[i],
+               label=domain_label(domain, suite))
+    ax.set_xticks(counts, [str(c) for c in counts], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("fine-tuned blocks per image")
+    ax.set_ylabel("fraction of images")
+    ax.set_title(title, fontsize=9)
+    handles, labels = ax.get_legend_handles_labels()
+    legend_ax.legend(handles, labels, loc="upper left", fontsize=7, frameon=False)
+    return fig
+
+
+def default_class_domain(rows: pd.DataFrame, domains: Sequence[str]) -> str | None:
+    """The first target (non-source) domain in table order that has per-class policy data."""
+    with_classes = set(rows.loc[rows["kind"] == "class_block", "domain"])
+    for d in domains:
+        if d in with_classes and not is_source(d):
+            return d
+    return next((d for d in domains if d in with_classes), None)
+
+
+def policy_figures(store, *, chosen_domain: str | None = None) -> list[PolicyFigure]:
+    """Every policy figure of the store (see the module docstring), in table-group order.
+
+    An unknown `chosen_domain` (one with no policy data anywhere in the store) raises UnknownNameError.
+    """
+    groups = policy_by_group(store)
+    if chosen_domain is not None and groups:
+        known = sorted({d for _, rows in groups for d in rows.loc[rows["kind"] == "class_block", "domain"]})
+        if chosen_domain not in known:
+            raise UnknownNameError("domain with per-class policy data", chosen_domain, known)
+    figures = []
+    for key, in_group in groups:
+        domains = table_domains(key, in_group["domain"].unique())
+        for method in sorted(in_group["method"].unique()):
+            figures += _method_figures(key, str(method), in_group[in_group["method"] == method], domains,
+                                       chosen_domain)
+    return figures
+
+
+def _method_figures(key: GroupKey, method: str, rows: pd.DataFrame, domains: Sequence[str],
+                    chosen_domain: str | None) -> list[PolicyFigure]:
+    stem = f"{key.slug}_{method}"
+    where = f"{method}, {key.suite}, {key.protocol}"
+    out = []
+    blocks = block_usage(rows, domains)
+    if not blocks.empty:
+        title = f"Fine-tuned path per block ({where})"
+        out.append(PolicyFigure(f"{stem}_blocks", title, blocks, plot_block_usage(blocks, title, key.suite)))
+    hist = finetuned_histogram(rows, domains, blocks.shape[1])
+    if not hist.empty:
+        title = f"Fine-tuned blocks per image ({where})"
+        out.append(PolicyFigure(f"{stem}_finetuned", title, hist, plot_histograms(hist, title, key.suite)))
+    domain = chosen_domain or default_class_domain(rows, domains)
+    classes = class_usage(rows, domain) if domain else pd.DataFrame()
+    if not classes.empty:
+        title = f"Fine-tuned path per class and block: {domain_label(domain, key.suite)} ({where})"
+        out.append(PolicyFigure(f"{stem}_classes-{domain}", title, classes, plot_class_usage(classes, title)))
+    return out
+
+
+def png_bytes(figure: Figure) -> bytes:
+    """The figure rendered as a PNG (Agg), e.g. for IPython.display.Image."""
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def save_figure(figure: PolicyFigure, directory: Path) -> list[Path]:
+    """Write ``<name>.png`` and ``<name>.csv`` (the data behind it) atomically."""
+    return [atomic_write_bytes(directory / f"{figure.name}.png", png_bytes(figure.figure)),
+            atomic_write_text(directory / f"{figure.name}.csv", figure.data.to_csv())]
+
+
+def render_policy_figures(store, directory: Path, *, chosen_domain: str | None = None) -> list[Path]:
+    """Build and save every policy figure of `store` under `directory`; returns the written paths."""
+    written = []
+    for figure in policy_figures(store, chosen_domain=chosen_domain):
+        written += save_figure(figure, directory)
+    return written

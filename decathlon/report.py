@@ -1,0 +1,635 @@
+"""Paper-style reports of a results store: tables, policy figures, submission files.
+
+Everything here is a pure function of the store (:mod:`decathlon.store`: ``jobs`` with one row per
+finished job, ``policy`` in long format) plus, for submissions, the ``predictions.json`` each job wrote in
+its run directory. :func:`render_all` writes everything under ``<out>/reports/`` atomically.
+
+Tables follow the paper: one row per method (registry order), one column per domain in the paper's
+order (the source domain ``imagenet12`` included), then the mean over the domains, the Decathlon score
+S and #par. Results of different protocols, presets or schedules are never averaged together: there is
+one table per (suite, table family, protocol, preset, schedule). On the real Decathlon the S baseline is
+the published Fine-tuning model; on every other suite it is this run's own ``finetune`` results.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from decathlon.config import PROTOCOLS
+from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS, SUITES, get_domain, suite_domains
+from decathlon.errors import DataError, HarnessError, UnknownNameError
+from decathlon.io import atomic_write_json, atomic_write_text
+
+FAMILIES = ("decathlon", "extra", "other")  # table families: the Decathlon table, the extra-dataset table
+FAMILY_TITLES = {"decathlon": "Visual Decathlon", "extra": "Extra datasets", "other": "Other domains"}
+BASELINE_METHOD = "finetune"  # the method whose results are the S baseline on non-real suites
+REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".json", ".zip")  # what render_all owns under reports/
+GROUP_COLUMNS = ("suite", "family", "protocol", "preset", "schedule")
+PARTIAL = "*"  # marks a mean / S / #par computed over fewer domains than the table has
+MISSING_MD, MISSING_TEX = "–", "--"
+
+
+# ----------------------------------------------------------------------------------------------- cells
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table entry: a mean, its spread over seeds (None with one seed), how it is printed."""
+
+    mean: float | None = None
+    std: float | None = None  # sample std over seeds, only when more than one seed
+    n: int = 0  # seeds behind the mean
+    digits: int = 2
+    signed: bool = False  # print "+0.45" (differences)
+    mark: str = ""  # footnote marker (PARTIAL)
+
+    def number(self, value: float) -> str:
+        return f"{value:+.{self.digits}f}" if self.signed else f"{value:.{self.digits}f}"
+
+    def text(self, *, pm: str = " ± ", missing: str = MISSING_MD) -> str:
+        if self.mean is None:
+            return missing
+        out = self.number(self.mean)
+        if self.std is not None:
+            out += pm + f"{self.std:.{self.digits}f}"
+        return out + self.mark
+
+
+EMPTY = Cell()
+
+
+@dataclass(frozen=True)
+class Table:
+    """A rendered-format-independent table: row label + one Cell per column."""
+
+    name: str  # file stem under reports/tables/
+    title: str
+    caption: str  # plain text; names protocol, preset, schedule and the S baseline
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[Cell, ...]], ...]
+    notes: tuple[str, ...] = ()
+    rule_every: int = 0  # a horizontal rule after every n rows (comparison tables: 3 rows per method)
+    row_header: str = "Method"
+
+
+# ------------------------------------------------------------------------------------------ formatting
+
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+    "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+    ">": r"\textgreater{}", "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "−": "-", "`": "",
+}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX's special characters (and the few non-ASCII symbols the reports use)."""
+    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub-flavoured Markdown: title, caption, the table (numbers right-aligned), notes."""
+    header = [table.row_header, *table.columns]
+    lines = [f"### {table.title}", "", table.caption, "",
+             "| " + " | ".join(_md_escape(h) for h in header) + " |",
+             "|" + "---|" + "---:|" * len(table.columns)]
+    for label, cells in table.rows:
+        lines.append("| " + " | ".join([_md_escape(label)] + [c.text() for c in cells]) + " |")
+    if table.notes:
+        lines.append("")
+        lines.extend(f"- {note}" for note in table.notes)
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table environment; every text field escaped."""
+    spec = "l" + "r" * len(table.columns)
+    header = " & ".join(latex_escape(h) for h in (table.row_header, *table.columns))
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.caption)}}}",
+             rf"\label{{tab:{table.name}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header + r" \\",
+             r"\midrule"]
+    for i, (label, cells) in enumerate(table.rows):
+        if table.rule_every and i and i % table.rule_every == 0:
+            lines.append(r"\midrule")
+        texts = [latex_escape(label)] + [latex_escape(c.text(missing=MISSING_TEX)) for c in cells]
+        lines.append(" & ".join(texts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        lines += ["", r"\smallskip", r"{\footnotesize " + r" \\ ".join(latex_escape(n) for n in table.notes)
+                  + "}"]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """Machine-readable numbers: per column the mean and its std (empty when absent), full precision."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([table.row_header.lower()] + [x for c in table.columns for x in (c, f"{c} std")])
+    for label, cells in table.rows:
+        values = []
+        for c in cells:
+            values += ["" if c.mean is None else repr(round(c.mean, 6)),
+                       "" if c.std is None else repr(round(c.std, 6))]
+        writer.writerow([label, *values])
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------- grouping
+
+
+def domain_family(domain: str) -> str:
+    """Which paper table a domain belongs to (by name: generated stand-ins share the real names)."""
+    if domain in DECATHLON_COLUMNS:
+        return "decathlon"
+    if domain in EXTRA_COLUMNS:
+        return "extra"
+    return "other"
+
+
+@dataclass(frozen=True, order=True)
+class GroupKey:
+    """The results that may share a table: same suite, table family, protocol, preset and schedule."""
+
+    suite: str
+    family: str
+    protocol: str
+    preset: str
+    schedule: str
+
+    @property
+    def slug(self) -> str:
+        """File-name stem, e.g. ``mini-decathlon_trainval-test_faithful-faithful``."""
+        where = self.suite if self.family == self.suite else f"{self.suite}-{self.family}"
+        return f"{where}_{self.protocol.replace('->', '-')}_{self.preset}-{self.schedule}"
+
+    @property
+    def is_real_decathlon(self) -> bool:
+        return self.suite == "decathlon" and self.family == "decathlon"
+
+    @property
+    def is_real(self) -> bool:
+        return self.suite in ("decathlon", "extra", "all") and self.family != "other"
+
+
+def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
+    return (order.index(value) if value in order else len(order), value)
+
+
+def _sort_key(key: GroupKey) -> tuple:
+    return (_rank(key.suite, SUITES + ("all",)), _rank(key.family, FAMILIES), _rank(key.protocol, PROTOCOLS),
+            key.preset, key.schedule)
+
+
+def with_family(jobs: pd.DataFrame) -> pd.DataFrame:
+    """`jobs` plus a `family` column (checked: the columns the reports need are present)."""
+    needed = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "top1"}
+    missing = sorted(needed - set(jobs.columns))
+    if missing:
+        raise DataError(f"results store: jobs table lacks column(s) {missing}; expected at least "
+                        f"{sorted(needed)}")
+    out = jobs.copy()
+    out["family"] = [domain_family(d) for d in out["domain"]]
+    return out
+
+
+def group_jobs(jobs: pd.DataFrame) -> list[tuple[GroupKey, pd.DataFrame]]:
+    """Split the jobs into table groups, in a stable order (suite, family, protocol, preset, schedule)."""
+    jobs = with_family(jobs)
+    if jobs.empty:
+        return []
+    groups = [(GroupKey(*(str(v) for v in key)), rows)
+              for key, rows in jobs.groupby(list(GROUP_COLUMNS), sort=False)]
+    return sorted(groups, key=lambda g: _sort_key(g[0]))
+
+
+def table_domains(key: GroupKey, present: Iterable[str]) -> list[str]:
+    """Columns of a group's table: the suite's domains of that family in paper order, then any others."""
+    try:
+        names = [s.name for s in suite_domains(key.suite) if domain_family(s.name) == key.family]
+    except HarnessError:
+        names = []  # a suite the registry does not know: show what is there
+    return names + sorted(set(present) - set(names))
+
+
+def domain_label(name: str, suite: str | None = None) -> str:
+    """The paper's column label of a domain (its name when the registry does not know it)."""
+    for lookup_suite in (suite, None):
+        try:
+            return get_domain(name, lookup_suite).label
+        except HarnessError:
+            continue
+    return name
+
+
+def is_source(name: str) -> bool:
+    try:
+        return get_domain(name).is_source
+    except UnknownNameError:
+        return False
+
+
+def method_order(present: Iterable[str], registry: Sequence[str] | None = None) -> list[str]:
+    """Methods in registry order (default: :func:`decathlon.methods.all_methods`), unknown ones last."""
+    if registry is None:
+        from decathlon.methods import all_methods  # imports the method modules; only needed here
+
+        registry = list(all_methods())
+    present = set(present)
+    return [m for m in registry if m in present] + sorted(present - set(registry))
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def dedupe(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One result per (method, domain, seed): the last one in store order; returns how many were dropped."""
+    kept = rows.drop_duplicates(["method", "domain", "seed"], keep="last")
+    return kept, len(rows) - len(kept)
+
+
+def seed_stats(rows: pd.DataFrame, column: str = "top1") -> dict[tuple[str, str], Cell]:
+    """Mean ± sample std over seeds of `column` per (method, domain)."""
+    out = {}
+    for (method, domain), values in rows.groupby(["method", "domain"], sort=False)[column]:
+        values = values.astype(float)
+        n = len(values)
+        std = float(values.std(ddof=1)) if n > 1 else None
+        out[(str(method), str(domain))] = Cell(float(values.mean()), std, n)
+    return out
+
+
+def _mean_cell(values: Sequence[float | None], digits: int = 2, signed: bool = False) -> Cell:
+    present = [v for v in values if v is not None]
+    if not present:
+        return EMPTY
+    mark = PARTIAL if len(present) < len(values) else ""
+    return Cell(sum(present) / len(present), digits=digits, signed=signed, mark=mark)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The S-score baseline of a table: accuracies (None = the published Fine-tuning) and its name."""
+
+    accuracy: Mapping[str, float] | None
+    description: str
+    usable: bool = True
+    notes: tuple[str, ...] = field(default=())
+
+
+def choose_baseline(key: GroupKey, stats: Mapping[tuple[str, str], Cell], domains: Sequence[str]) -> Baseline:
+    """Published Fine-tuning on the real Decathlon; this run's own `finetune` per-domain means elsewhere."""
+    if key.is_real_decathlon:
+        return Baseline(None, "the published Fine-tuning model (Rebuffi et al. 2017)")
+    own = {d: stats[(BASELINE_METHOD, d)].mean for d in domains if (BASELINE_METHOD, d) in stats}
+    if not own:
+        return Baseline({}, f"none (no `{BASELINE_METHOD}` results in this run)", usable=False,
+                        notes=(f"S is left blank: this run has no `{BASELINE_METHOD}` results to serve as "
+                               "the S-score baseline.",))
+    notes = []
+    perfect = [d for d, acc in own.items() if acc >= 100.0]
+    if perfect:
+        # Emax = 0 there: the scorer's limit gives 1000 points to a perfect result and 0 otherwise
+        notes.append(f"`{BASELINE_METHOD}` is at 100% on {', '.join(perfect)}: a method scores 1000 points "
+                     "there when also perfect, else 0.")
+    unscored = [d for d in domains if d not in own]
+    if unscored:
+        notes.append(f"not in S (no `{BASELINE_METHOD}` result): " + ", ".join(unscored))
+    accuracy = dict(own)
+    return Baseline(accuracy, f"this run's own `{BASELINE_METHOD}` results (per-domain mean over seeds)",
+                    notes=tuple(notes))
+
+
+def s_cell(accuracy: Mapping[str, float], baseline: Baseline) -> Cell:
+    """The S-score of per-domain mean accuracies (%), marked partial when baseline domains are missing."""
+    from decathlon.published import FINETUNE_BASELINE
+    from decathlon.score import s_score
+
+    if not baseline.usable or not accuracy:
+        return EMPTY
+    reference = FINETUNE_BASELINE if baseline.accuracy is None else baseline.accuracy
+    scored = {d: a for d, a in accuracy.items() if d in reference}
+    if not scored:
+        return EMPTY
+    result = s_score(scored, baseline=dict(reference))
+    return Cell(float(result.total), digits=0, mark=PARTIAL if result.missing else "")
+
+
+def par_cell(rows: pd.DataFrame, domains: Sequence[str]) -> Cell:
+    """#par: parameters to cover every domain of the table, in units of one backbone.
+
+    One shared pretrained network (1) plus, per target domain, the parameters trained for it
+    (``params_trainable / (params_total / par)``), averaged over seeds; the source domain adds nothing
+    beyond the shared network. This is the paper's count (Fine-tuning 10, Feature extractor ~1).
+    """
+    if not {"params_trainable", "params_total", "par"} <= set(rows.columns):
+        return EMPTY
+    per_domain = []
+    for d in domains:
+        sel = rows[rows["domain"] == d]
+        if sel.empty:
+            per_domain.append(None)
+            continue
+        backbone = sel["params_total"].astype(float) / sel["par"].astype(float)
+        per_domain.append(0.0 if is_source(d) else float((sel["params_trainable"] / backbone).mean()))
+    present = [v for v in per_domain if v is not None]
+    if not present or any(math.isnan(v) for v in present):
+        return EMPTY
+    return Cell(1.0 + sum(present), digits=2, mark=PARTIAL if len(present) < len(per_domain) else "")
+
+
+# ----------------------------------------------------------------------------------------------- tables
+
+
+def _caption(key: GroupKey, baseline: Baseline, eval_split: str) -> str:
+    return (f"Suite `{key.suite}`, protocol {key.protocol} (top-1 accuracy, %, on {eval_split}), "
+            f"preset {key.preset}, schedule {key.schedule}. Cells: mean ± sample std over seeds "
+            f"(std only with more than one seed). Mean: over the domains. S: Decathlon score against "
+            f"{baseline.description}. #par: parameters for all domains, in backbones.")
+
+
+def results_table(key: GroupKey, rows: pd.DataFrame, *, registry: Sequence[str] | None = None) -> Table:
+    """The paper's table for one group: methods x domains, mean, S, #par."""
+    rows, dropped = dedupe(rows)
+    domains = table_domains(key, rows["domain"].unique())
+    stats = seed_stats(rows)
+    baseline = choose_baseline(key, stats, domains)
+    eval_split = str(rows["eval_split"].iloc[0]) if "eval_split" in rows else key.protocol.split("->")[1]
+    body = []
+    any_partial = False
+    for method in method_order(rows["method"].unique(), registry):
+        cells = [stats.get((method, d), EMPTY) for d in domains]
+        accuracy = {d: c.mean for d, c in zip(domains, cells, strict=True) if c.mean is not None}
+        mean = _mean_cell([c.mean for c in cells])
+        s = s_cell(accuracy, baseline)
+        par = par_cell(rows[rows["method"] == method], domains)
+        any_partial |= PARTIAL in (mean.mark + s.mark + par.mark)
+        body.append((method, (*cells, mean, s, par)))
+    notes = list(baseline.notes)
+    if any_partial:
+        notes.append(f"`{PARTIAL}` marks values over the domains present only (S counts a missing domain "
+                     "as 0 points).")
+    if dropped:
+        notes.append(f"{dropped} duplicate result(s) (same method, domain and seed) ignored; the last kept.")
+    return Table(
+        name=key.slug, title=f"{FAMILY_TITLES[key.family]} ({key.suite}, {key.protocol})",
+        caption=_caption(key, baseline, eval_split),
+        columns=(*(domain_label(d, key.suite) for d in domains), "Mean", "S", "#par"),
+        rows=tuple(body), notes=tuple(notes),
+    )
+
+
+def _published(key: GroupKey) -> Mapping[str, Mapping[str, float]]:
+    """Published top-1 (%) by method and domain for a real suite's family ({} for generated suites)."""
+    if not key.is_real:
+        return {}
+    from decathlon import published
+
+    return published.accuracy_table(key.family)
+
+
+def _published_s(method: str) -> float | None:
+    from decathlon import published
+
+    return published.decathlon_score(method)
+
+
+def comparison_table(key: GroupKey, rows: pd.DataFrame, *,
+                     registry: Sequence[str] | None = None) -> Table | None:
+    """This run beside the published numbers (real suites only): 3 rows per method, this run/published/Δ."""
+    published = _published(key)
+    rows, _ = dedupe(rows)
+    methods = [m for m in method_order(rows["method"].unique(), registry) if m in published]
+    if not methods:
+        return None
+    domains = table_domains(key, rows["domain"].unique())
+    stats = seed_stats(rows)
+    baseline = choose_baseline(key, stats, domains)
+    with_s = key.family == "decathlon"
+    body = []
+    for method in methods:
+        ours = [stats.get((method, d), EMPTY) for d in domains]
+        theirs = [Cell(published[method][d]) if d in published[method] else EMPTY for d in domains]
+        delta = [Cell(o.mean - t.mean, signed=True) if o.mean is not None and t.mean is not None else EMPTY
+                 for o, t in zip(ours, theirs, strict=True)]
+        ours_row = [*ours, _mean_cell([c.mean for c in ours])]
+        theirs_row = [*theirs, _mean_cell([c.mean for c in theirs])]
+        delta_row = [*delta, _mean_cell([c.mean for c in delta], signed=True) if all(
+            c.mean is not None for c in delta) else EMPTY]
+        if with_s:
+            accuracy = {d: c.mean for d, c in zip(domains, ours, strict=True) if c.mean is not None}
+            s_ours = s_cell(accuracy, baseline)
+            s_pub = _published_s(method)
+            s_theirs = EMPTY if s_pub is None else Cell(float(s_pub), digits=0)
+            both = s_ours.mean is not None and s_theirs.mean is not None and not s_ours.mark
+            s_delta = Cell(s_ours.mean - s_theirs.mean, digits=0, signed=True) if both else EMPTY
+            ours_row.append(s_ours)
+            theirs_row.append(s_theirs)
+            delta_row.append(s_delta)
+        body += [(f"{method} (this run)", tuple(ours_row)), (f"{method} (published)", tuple(theirs_row)),
+                 (f"{method} (Δ)", tuple(delta_row))]
+    columns = (*(domain_label(d, key.suite) for d in domains), "Mean") + (("S",) if with_s else ())
+    return Table(
+        name=f"{key.slug}_vs_published", title=f"{FAMILY_TITLES[key.family]}: this run vs published",
+        caption=(f"Suite `{key.suite}`, protocol {key.protocol}, preset {key.preset}, "
+                 f"schedule {key.schedule}. "
+                 "This run (mean over seeds), the published top-1 accuracy (%) and the difference "
+                 "Δ = this run - published."),
+        columns=columns, rows=tuple(body), rule_every=3,
+        notes=(f"`{PARTIAL}` marks values over the domains present only.",),
+    )
+
+
+def build_tables(jobs: pd.DataFrame, *, registry: Sequence[str] | None = None) -> list[Table]:
+    """Every table of a store's jobs: per group the results table, and on real suites the comparison."""
+    tables = []
+    for key, rows in group_jobs(jobs):
+        tables.append(results_table(key, rows, registry=registry))
+        comparison = comparison_table(key, rows, registry=registry)
+        if comparison is not None:
+            tables.append(comparison)
+    return tables
+
+
+def write_table(table: Table, directory: Path) -> list[Path]:
+    """Write a table as Markdown, LaTeX and CSV (atomically); returns the three paths."""
+    return [atomic_write_text(directory / f"{table.name}.md", to_markdown(table)),
+            atomic_write_text(directory / f"{table.name}.tex", to_latex(table)),
+            atomic_write_text(directory / f"{table.name}.csv", to_csv(table))]
+
+
+# ---------------------------------------------------------------------------------------- submissions
+
+
+def _run_dir(out_dir: Path, value: str) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else out_dir / path
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing (expected a file written by the engine)") from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: not readable JSON ({e})") from None
+
+
+def read_predictions(run_dir: Path) -> tuple[list[int], list[int]]:
+    """(image_ids, predicted class indices) from a run directory's predictions.json."""
+    path = run_dir / "predictions.json"
+    data = _read_json(path)
+    if not isinstance(data, dict) or not {"image_ids", "predicted"} <= set(data):
+        raise DataError(f"{path}: expected an object with 'image_ids' and 'predicted' lists")
+    ids, predicted = list(data["image_ids"]), list(data["predicted"])
+    if len(ids) != len(predicted):
+        raise DataError(f"{path}: {len(ids)} image_ids but {len(predicted)} predictions")
+    return [int(i) for i in ids], [int(p) for p in predicted]
+
+
+def data_root_of(run_dir: Path) -> Path:
+    """The `data_root` recorded in a run directory's config.json (the decathlon-1.0 folder)."""
+    path = run_dir / "config.json"
+    config = _read_json(path)
+    root = config.get("data_root") if isinstance(config, dict) else None
+    if not root:
+        raise DataError(f"{path}: no 'data_root' (needed to find the test annotations' category ids)")
+    return Path(root)
+
+
+def category_ids(data_root: Path, domain: str) -> list[int]:
+    """Category ids of a domain's test annotations, sorted: position k is class index k."""
+    annotations = data_root / "annotations"
+    for name in (f"{domain}_test_stripped.json", f"{domain}_test.json"):
+        path = annotations / name
+        if path.is_file():
+            data = _read_json(path)
+            if not isinstance(data, dict) or not isinstance(data.get("categories"), list):
+                raise DataError(f"{path}: expected a COCO object with a 'categories' list")
+            return sorted(int(c["id"]) for c in data["categories"])
+    raise DataError(f"{annotations}: no {domain}_test_stripped.json or {domain}_test.json "
+                    "(expected the Decathlon test annotations)")
+
+
+def write_submission_files(out_dir: Path, key: GroupKey, method: str, seed: int, rows: pd.DataFrame,
+                           baseline: Baseline, directory: Path) -> list[Path]:
+    """results.json + zip of one (method, seed), and its local score when labelled test files exist."""
+    from decathlon.score import score_submission, write_submission
+
+    predictions, roots = {}, {}
+    for _, job in rows.iterrows():
+        run_dir = _run_dir(out_dir, str(job["run_dir"]))
+        root = data_root_of(run_dir)
+        ids, predicted = read_predictions(run_dir)
+        predictions[str(job["domain"])] = (ids, predicted, category_ids(root, str(job["domain"])))
+        roots[str(job["domain"])] = root
+    results = directory / "results.json"
+    written = list(write_submission(predictions, results, zip_path=directory / "results.zip"))
+    annotation_dirs = {root / "annotations" for root in roots.values()}
+    labelled = all((root / "annotations" / f"{d}_test.json").is_file() for d, root in roots.items())
+    if labelled and len(annotation_dirs) == 1 and baseline.usable:
+        kwargs = {} if baseline.accuracy is None else {"baseline": dict(baseline.accuracy)}
+        score = score_submission(results, annotation_dirs.pop(), **kwargs)
+        written.append(atomic_write_json(directory / "score.json", score))
+        written.append(atomic_write_text(directory / "score.md", score_markdown(key, method, seed, score,
+                                                                                  baseline)))
+    return written
+
+
+def score_markdown(key: GroupKey, method: str, seed: int, score: Mapping, baseline: Baseline) -> str:
+    """The local score of a submission as a small Markdown table."""
+    lines = [f"### Local score of `{method}` seed {seed} ({key.suite}, {key.protocol})", "",
+             "Scored against the labelled `<domain>_test.json` files; "
+             f"S baseline: {baseline.description}.", "",
+             "| Domain | Accuracy (%) | Points |", "|---|---:|---:|"]
+    for domain, entry in score["domains"].items():
+        label = domain_label(domain, key.suite)
+        lines.append(f"| {label} | {entry['accuracy']:.2f} | {entry['points']:.1f} |")
+    lines.append(f"| **S** | | **{score['score']:.1f}** |")
+    if score.get("missing"):
+        lines += ["", "Missing (0 points): " + ", ".join(score["missing"])]
+    return "\n".join(lines) + "\n"
+
+
+def write_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path) -> list[Path]:
+    """Submission files for every trainval->test (method, seed) over Decathlon-layout domains.
+
+    Written to ``<directory>/<group slug>/<method>_s<seed>/``; the local score uses the same S baseline
+    as the group's table.
+    """
+    written = []
+    for key, rows in group_jobs(jobs):
+        if key.protocol != "trainval->test" or key.family != "decathlon" or "run_dir" not in rows:
+            continue
+        rows, _ = dedupe(rows)
+        baseline = choose_baseline(key, seed_stats(rows), table_domains(key, rows["domain"].unique()))
+        for (method, seed), sel in rows.groupby(["method", "seed"], sort=True):
+            target = directory / key.slug / f"{method}_s{int(seed)}"
+            written += write_submission_files(out_dir, key, str(method), int(seed), sel, baseline, target)
+    return written
+
+
+# -------------------------------------------------------------------------------------------- render
+
+
+def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
+               registry: Sequence[str] | None = None) -> list[Path]:
+    """Write every table, policy figure and submission of `store` under ``<out_dir>/reports/``.
+
+    `store` has ``jobs`` and ``policy`` DataFrames (:func:`decathlon.store.load_store`). `chosen_domain`
+    picks the domain of the per-class policy figure (default: the first target domain with class data).
+    Files of an earlier rendering that this one does not produce are removed, so the folder always
+    reflects the store. Returns the written paths, index (``reports/README.md``) last.
+    """
+    from decathlon.figures import render_policy_figures
+
+    out_dir = Path(out_dir)
+    reports = out_dir / "reports"
+    tables = build_tables(store.jobs, registry=registry)
+    written = []
+    for table in tables:
+        written += write_table(table, reports / "tables")
+    figures = render_policy_figures(store, reports / "figures", chosen_domain=chosen_domain)
+    written += figures
+    written += write_submissions(out_dir, store.jobs, reports / "submissions")
+    index = index_markdown(tables, figures, written, reports)
+    written.append(atomic_write_text(reports / "README.md", index))
+    _remove_stale(reports, written)
+    return written
+
+
+def index_markdown(tables: Sequence[Table], figures: Sequence[Path], written: Sequence[Path],
+                   reports: Path) -> str:
+    """The reports' front page: every table inline, every figure linked, the submission files listed."""
+    parts = ["# Results", ""]
+    if not tables:
+        parts += ["The results store has no finished jobs yet.", ""]
+    for table in tables:
+        parts += [to_markdown(table)]
+    pngs = [p for p in figures if p.suffix == ".png"]
+    if pngs:
+        parts += ["## Policy figures", ""]
+        parts += [f"![{p.stem}]({p.relative_to(reports).as_posix()})" for p in pngs] + [""]
+    subs = [p for p in written if "submissions" in p.parts]
+    if subs:
+        parts += ["## Submissions", ""] + [f"- `{p.relative_to(reports).as_posix()}`" for p in subs] + [""]
+    return "\n".join(parts)
+
+
+def _remove_stale(reports: Path, written: Sequence[Path]) -> None:
+    keep = {p.resolve() for p in written}
+    for path in reports.rglob("*"):
+        if path.is_file() and path.suffix in REPORT_SUFFIXES and path.resolve() not in keep:
+            path.unlink()
