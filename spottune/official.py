@@ -149,6 +149,7 @@ SAFE_GLOBALS: Mapping[tuple[str, str], Any] = MappingProxyType({
     ("builtins", "frozenset"): frozenset,
     ("_codecs", "encode"): _latin1_bytes,
     ("copyreg", "_reconstructor"): _reconstruct,
+    ("builtins", "object"): object,  # the base class argument of copyreg._reconstructor
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,

@@ -35,11 +35,13 @@ from spottune.checkpoint import load_checkpoint
 from spottune.model import SpotTune
 from spottune.official import (
     SPOTTUNE_AGENT,
+    InertObject,
     LoadReport,
     RestrictedUnpickler,
     backbone_from_official,
     load_official,
     load_official_backbone,
+    module_state,
     read_official,
     spottune_from_official,
 )
@@ -377,6 +379,19 @@ def test_state_is_never_set_on_admitted_functions():
         assert torch._utils._rebuild_parameter.__doc__ == "x"
     finally:
         torch._utils._rebuild_parameter.__doc__ = doc
+
+
+def test_python2_names_and_protocol_1_module_pickles_are_understood():
+    # Python 3 writes protocol <= 2 pickles with Python 2 names (__builtin__.set, copy_reg._reconstructor),
+    # as the official files written by Python 2 have them
+    data = pickle.dumps(nn.Sequential(nn.ReLU()), protocol=1)
+    assert b"copy_reg\n_reconstructor" in data and b"__builtin__" in data
+    net = RestrictedUnpickler(io.BytesIO(data)).load()
+    assert isinstance(net, InertObject) and net.qualified_name == "torch.nn.modules.container.Sequential"
+    assert not isinstance(net, nn.Module)
+    assert net.state()["_modules"]["0"].qualified_name == "torch.nn.modules.activation.ReLU"
+    assert module_state(net) == {}
+    assert RestrictedUnpickler(io.BytesIO(pickle.dumps({"s": {1}}, protocol=2))).load() == {"s": {1}}
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit")
