@@ -48,7 +48,7 @@ OFFICIAL_MODULES = ("models", "config_task", "spottune_models", "agent_net")
 TORCH_MODULE_PREFIX = "torch.nn.modules."
 TORCH_CONTAINER_CLASSES = (("torch.nn.parallel.data_parallel", "DataParallel"),)
 
-# Bounds on what a tensor rebuild may ask for, so a forged file fails cleanly instead of exhausting memory.
+# Sanity bound on the rank of a rebuilt tensor (network weights have at most 4 dimensions).
 MAX_TENSOR_DIMS = 8
 
 

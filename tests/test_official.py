@@ -43,6 +43,7 @@ from spottune.official import (
     load_official_backbone,
     module_state,
     read_official,
+    safe_load,
     spottune_from_official,
 )
 
@@ -392,6 +393,14 @@ def test_python2_names_and_protocol_1_module_pickles_are_understood():
     assert net.state()["_modules"]["0"].qualified_name == "torch.nn.modules.activation.ReLU"
     assert module_state(net) == {}
     assert RestrictedUnpickler(io.BytesIO(pickle.dumps({"s": {1}}, protocol=2))).load() == {"s": {1}}
+
+
+def test_data_parallel_wrapper_is_looked_through(tmp_path):
+    wrapped = nn.DataParallel(nn.Sequential(nn.Linear(3, 2)))  # no GPU: a plain wrapper on the CPU
+    path = save({"net": wrapped}, tmp_path / "dp.t7", "zip")
+    state = module_state(safe_load(path)["net"])
+    assert state.keys() == {"0.weight", "0.bias"}
+    assert torch.equal(state["0.weight"], wrapped.module[0].weight.detach())
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit")
