@@ -45,10 +45,12 @@ def _check_accuracy(value: Any, what: str) -> float:
 
 def domain_points(accuracy: float, baseline_accuracy: float) -> float:
     """Points of one domain: alpha * max(0, Emax - E) ** 2 with Emax = 2 * baseline error (fractions)."""
-    error, e_max = 1.0 - accuracy / 100.0, 2.0 * (1.0 - baseline_accuracy / 100.0)
+    # alpha * max(0, Emax - E) ** gamma == 1000 * max(0, 1 - E / Emax) ** gamma; errors in % (the ratio is
+    # unit-free), which keeps a domain at the baseline at exactly 250 points in floating point
+    error, e_max = 100.0 - accuracy, 2.0 * (100.0 - baseline_accuracy)
     if e_max <= 0.0:  # a perfect baseline: the limit of the formula (1000 for a perfect domain, else 0)
         return POINTS_PER_DOMAIN if error <= 0.0 else 0.0
-    return POINTS_PER_DOMAIN * e_max**-GAMMA * max(0.0, e_max - error) ** GAMMA
+    return POINTS_PER_DOMAIN * max(0.0, 1.0 - error / e_max) ** GAMMA
 
 
 def s_score(accuracy_by_domain: Mapping[str, float],
