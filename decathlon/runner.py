@@ -34,7 +34,7 @@ from decathlon.executors import (
     visible_gpus,
     worker_slots,
 )
-from decathlon.jobs import Job, build_plan, pretrain_job, waves
+from decathlon.jobs import PRETRAIN, Job, build_plan, pretrain_job, waves
 from decathlon.methods import Method, all_methods
 from decathlon.progress import CACHED, DONE, FAILED, SKIPPED, format_seconds, make_progress
 from decathlon.suites import DECATHLON_FAMILY, EXTRA_FAMILY, SUITE_SETTINGS, domain_family, get_suite
@@ -314,7 +314,7 @@ def make_plan(args: argparse.Namespace, suite: str, out_dir: Path) -> tuple[tupl
         pretrain = pretrain_job(RunConfig.from_dict(values), source, seed=0)
     jobs = build_plan(suite=suite, methods=methods, domains=domains, seeds=seeds, configs=configs,
                       pretrain=pretrain, out_dir=out_dir.resolve())
-    if not jobs:
+    if all(j.kind == PRETRAIN for j in jobs):
         raise ConfigError(f"the selection is empty: no selected method runs on the selected domains of "
                           f"{suite!r} (methods run only in their settings, e.g. finetune-resnet101: extra)")
     return jobs, data_dir
