@@ -1,0 +1,201 @@
+"""The engine on the generated suite: run directories for every method, determinism, kill-and-resume,
+schedules, balanced subsets, evaluation-only jobs (source domain, SpotTune running-ft)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+import torch
+
+from decathlon.config import RunConfig
+from decathlon.data import build_dataset
+from decathlon.engine import CHECKPOINT, balanced_subset, run
+from decathlon.errors import CheckpointError, ConfigError
+from decathlon.methods import all_methods
+from decathlon.schedules import build_scheduler, lr_factor
+from spottune.backbones import create_backbone
+from spottune.checkpoint import save_checkpoint
+
+RESULT_KEYS = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split",
+               "config_hash", "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s",
+               "images_per_s", "epochs", "code_version"}
+
+
+def _config(mini_suite, method: str, **kw) -> RunConfig:
+    """Tiny CPU settings: width 0.25, 1 epoch over a balanced subset, small batches."""
+    spec = all_methods()[method]
+    extra = "decathlon" not in spec.settings
+    values = {"suite": "mini", "method": method, "domain": "cubs" if extra else "aircraft",
+              "data_root": str(mini_suite.extra_root if extra else mini_suite.decathlon_root),
+              "width": 0.25, "epochs": 1, "batch_size": 8, "eval_batch_size": 80, "num_workers": 0,
+              "limit_train_images": 16, "device": "cpu", "protocol": "train->val"}
+    return RunConfig.from_dict({**values, **kw})
+
+
+def _metrics(run_dir):
+    result = json.loads((run_dir / "result.json").read_text())
+    epochs = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    predictions = json.loads((run_dir / "predictions.json").read_text())
+    return ((result["top1"], result["loss"]), [(e["train_loss"], e["train_top1"], e["lr"]) for e in epochs],
+            predictions["predicted"])
+
+
+@pytest.mark.parametrize("name", [n for n, m in all_methods().items() if m.trains])
+def test_run_directory_for_every_method(name, mini_suite, tmp_path):
+    config = _config(mini_suite, name)
+    result = run(config, tmp_path)
+    assert set(result) >= RESULT_KEYS
+    assert result["method"] == name and result["eval_split"] == "val" and result["protocol"] == "train->val"
+    assert 0.0 <= result["top1"] <= 100.0 and math.isfinite(result["loss"])
+    assert 0 < result["params_trainable"] <= result["params_total"] and result["par"] > 0.9
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["config"]["method"] == name and saved["code_version"] == result["code_version"]
+    assert len((tmp_path / "epochs.jsonl").read_text().splitlines()) == 1
+    predictions = json.loads((tmp_path / "predictions.json").read_text())
+    val = build_dataset(config.domain, config.data_root, "val", suite="mini")
+    assert predictions["image_ids"] == list(val.image_ids) and predictions["labels"] == list(val.labels)
+    assert len(predictions["predicted"]) == len(val)
+    checkpoint = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    assert checkpoint["extra"]["position"]["epoch"] == 1
+    has_policy = (tmp_path / "policy.json").is_file()
+    # routing methods record their test-time routing (stochastic fine-tuning's default "mean" has none)
+    assert has_policy == (all_methods()[name].routing and name != "stochastic-finetune")
+    if has_policy:
+        policy = json.loads((tmp_path / "policy.json").read_text())
+        assert len(policy["block_fraction"]) == 12 and len(policy["histogram"]) == 13
+        assert sum(policy["histogram"]) == pytest.approx(1.0)
+        assert set(policy["per_class"]) == {str(c) for c in range(10)}
+
+
+def test_trainval_test_protocol_evaluates_on_test(mini_suite, tmp_path):
+    result = run(_config(mini_suite, "finetune", protocol="trainval->test"), tmp_path)
+    assert result["eval_split"] == "test"
+    ids = json.loads((tmp_path / "predictions.json").read_text())["image_ids"]
+    # Decathlon ids: d * 10^7 + 200001 + position over train, val, test (aircraft d = 1; 160 + 80 before test)
+    assert ids[0] == 1 * 10**7 + 200001 + 240 and len(ids) == 80
+
+
+@pytest.fixture(scope="module")
+def reference_run(mini_suite, tmp_path_factory):
+    """An uninterrupted 2-epoch SpotTune run (routing noise, two optimiser groups, a mid-run LR drop)."""
+    config = _config(mini_suite, "spottune", epochs=2, limit_train_images=24, log_every=1)
+    run_dir = tmp_path_factory.mktemp("reference")
+    run(config, run_dir)
+    return config, run_dir
+
+
+def test_same_seed_same_metrics(reference_run, tmp_path):
+    config, reference = reference_run
+    run(config, tmp_path)
+    assert _metrics(tmp_path) == _metrics(reference)
+    other = tmp_path / "seed1"
+    run(config.replace(seed=1), other)
+    assert _metrics(other)[1] != _metrics(reference)[1]
+
+
+def test_killed_run_resumes_to_the_same_metrics(reference_run, tmp_path):
+    config, reference = reference_run
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_two(event, **info):
+        if event == "batch" and info["epoch"] == 1 and info["step"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(config, tmp_path, progress=kill_in_epoch_two)
+    assert not (tmp_path / "result.json").exists()
+    position = torch.load(tmp_path / CHECKPOINT, weights_only=True)["extra"]["position"]
+    assert position["epoch"] == 1 and len((tmp_path / "epochs.jsonl").read_text().splitlines()) == 1
+    events = []
+    run(config, tmp_path, progress=lambda event, **info: events.append((event, info.get("epoch"))))
+    assert ("epoch_start", 0) not in events and ("epoch_start", 1) in events  # resumed at epoch 2
+    assert _metrics(tmp_path) == _metrics(reference)
+
+
+def test_resume_refuses_another_config(reference_run, tmp_path):
+    config, reference = reference_run
+    (tmp_path / CHECKPOINT).write_bytes((reference / CHECKPOINT).read_bytes())
+    with pytest.raises(CheckpointError, match="another configuration"):
+        run(config.replace(lr=0.05), tmp_path)
+
+
+def test_running_ft_evaluates_spottune_checkpoint(reference_run, mini_suite, tmp_path):
+    config, reference = reference_run
+    ft = config.replace(method="spottune-running-ft")
+    result = run(ft, tmp_path / "ft", source_run_dir=reference)
+    assert result["epochs"] == 0 and result["par"] > 2.0
+    policy = json.loads((tmp_path / "ft" / "policy.json").read_text())
+    assert policy["block_fraction"] == [1.0] * 12 and policy["histogram"][-1] == 1.0
+    with pytest.raises(ConfigError, match="source_run_dir"):
+        run(ft, tmp_path / "missing")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / CHECKPOINT).write_bytes((reference / CHECKPOINT).read_bytes())
+    with pytest.raises(CheckpointError, match="has not finished"):
+        run(ft, tmp_path / "ft2", source_run_dir=unfinished)
+
+
+def test_source_domain_is_evaluation_only(mini_suite, tmp_path):
+    weights = tmp_path / "source.pt"
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet26", 20, width=0.25)  # the generated imagenet12 has 20 classes
+    save_checkpoint(weights, model_state=backbone.state_dict(), config={"backbone": "resnet26"})
+    config = _config(mini_suite, "finetune", domain="imagenet12", pretrained=str(weights))
+    result = run(config, tmp_path / "run")
+    assert result["epochs"] == 0 and result["par"] == pytest.approx(1.0)
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+    assert len(json.loads((tmp_path / "run" / "predictions.json").read_text())["predicted"]) == 200
+    wrong = tmp_path / "wrong.pt"
+    save_checkpoint(wrong, model_state=create_backbone("resnet26", 7, width=0.25).state_dict(), config={})
+    with pytest.raises(CheckpointError, match="7 classes"):
+        run(config.replace(pretrained=str(wrong)), tmp_path / "wrong")
+    with pytest.raises(ConfigError, match="pretrained"):
+        run(config.replace(pretrained=None), tmp_path / "none")
+
+
+def test_missing_data_root_is_a_config_error(mini_suite, tmp_path):
+    with pytest.raises(ConfigError, match="data_root"):
+        run(_config(mini_suite, "finetune", data_root=None), tmp_path)
+
+
+def test_balanced_subset():
+    labels = [c for c in range(5) for _ in range(10 + c)]  # unbalanced: 10..14 images per class
+    subset = balanced_subset(labels, 23, seed=0)
+    counts = Counter(labels[i] for i in subset)
+    assert len(subset) == 23 == len(set(subset)) and max(counts.values()) - min(counts.values()) <= 1
+    assert subset == sorted(subset) == balanced_subset(labels, 23, seed=0)
+    assert subset != balanced_subset(labels, 23, seed=1)
+    assert balanced_subset(labels, 1000, seed=0) == list(range(len(labels)))
+
+
+@pytest.mark.parametrize(("schedule", "epochs", "expected"), [
+    ("faithful", 110, {0: 1.0, 39: 1.0, 40: 0.1, 79: 0.1, 109: 0.1}),
+    ("faithful", 11, {0: 1.0, 3: 1.0, 4: 0.1, 10: 0.1}),
+    ("faithful", 1, {0: 1.0}),
+    ("multistep", 110, {0: 1.0, 39: 1.0, 40: 0.1, 59: 0.1, 60: 0.01, 80: 0.001, 109: 0.001}),
+    ("cosine", 10, {0: 1.0, 5: 0.5, 9: 0.5 * (1 + math.cos(math.pi * 0.9))}),
+])
+def test_schedule_values(schedule, epochs, expected):
+    milestones = RunConfig().milestones
+    for epoch, factor in expected.items():
+        assert lr_factor(schedule, epoch, epochs, milestones=milestones) == pytest.approx(factor)
+
+
+def test_scheduler_drives_every_group():
+    a, b = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [a], "lr": 0.1}, {"params": [b], "lr": 0.01}], lr=0.1)
+    scheduler = build_scheduler(optimizer, "multistep", 11, milestones=(4 / 11, 6 / 11, 8 / 11))
+    seen = []
+    for _ in range(11):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    factors = [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.001]
+    expected = [lr for f in factors for lr in (0.1 * f, 0.01 * f)]
+    assert [lr for pair in seen for lr in pair] == pytest.approx(expected)
