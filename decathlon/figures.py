@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 from matplotlib import colormaps
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from decathlon.errors import DataError, UnknownNameError
@@ -138,10 +139,14 @@ def plot_histograms(data: pd.DataFrame, title: str, suite: str) -> Figure:
     colours = [palette(i if len(data) <= 10 else i / max(len(data) - 1, 1)) for i in range(len(data))]
     width = 0.85 / max(len(data), 1)
     for i, domain in enumerate(data.index):
-        x = [c - 0.425 + (i + 0.5) * width for c in counts]
-        ax.bar(x, data.iloc[i].to_numpy(dtype=float), width=width, color=colours[i],
-               label=domain_label(domain, suite))
+        # one collection of rectangles per domain: a single artist draws much faster than ax.bar's patches
+        left = [c - 0.425 + i * width for c in counts]
+        heights = data.iloc[i].to_numpy(dtype=float)
+        bars = [((x, 0), (x, h), (x + width, h), (x + width, 0)) for x, h in zip(left, heights, strict=True)]
+        ax.add_collection(PolyCollection(bars, facecolors=colours[i], label=domain_label(domain, suite)),
+                          autolim=False)
     ax.set_xticks(counts, [str(c) for c in counts], fontsize=8)
+    ax.set_xlim(counts[0] - 0.6, counts[-1] + 0.6)
     ax.set_ylim(0, 1)
     ax.set_xlabel("fine-tuned blocks per image")
     ax.set_ylabel("fraction of images")

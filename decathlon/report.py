@@ -500,9 +500,14 @@ def read_predictions(run_dir: Path) -> tuple[list[int], list[int]]:
 
 
 def data_root_of(run_dir: Path) -> Path:
-    """The `data_root` recorded in a run directory's config.json (the decathlon-1.0 folder)."""
+    """The `data_root` recorded in a run directory's config.json (the decathlon-1.0 folder).
+
+    The engine writes ``{"config": <RunConfig>, "code_version": ...}``; a bare RunConfig is read too.
+    """
     path = run_dir / "config.json"
     config = _read_json(path)
+    if isinstance(config, dict) and isinstance(config.get("config"), dict):
+        config = config["config"]
     root = config.get("data_root") if isinstance(config, dict) else None
     if not root:
         raise DataError(f"{path}: no 'data_root' (needed to find the test annotations' category ids)")

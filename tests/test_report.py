@@ -307,8 +307,9 @@ def write_fake_run(out: Path, row: dict, *, data_root: Path | None = None, predi
                    policy: dict | None = None) -> Path:
     """A finished run directory as the engine writes it (result.json last)."""
     run_dir = out / "runs" / row["job_id"]
-    atomic_write_json(run_dir / "config.json", {"data_root": str(data_root) if data_root else None,
-                                               **{k: row[k] for k in ("suite", "method", "domain", "seed")}})
+    config = {"data_root": str(data_root) if data_root else None,
+              **{k: row[k] for k in ("suite", "method", "domain", "seed")}}
+    atomic_write_json(run_dir / "config.json", {"config": config, "code_version": "test"})  # engine layout
     if predictions is not None:
         atomic_write_json(run_dir / "predictions.json", predictions)
     if policy is not None:
