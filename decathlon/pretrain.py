@@ -137,6 +137,11 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
         history.append(record)
         if progress is not None and rank == 0:
             progress("epoch_end", **record)
+    if world_size > 1:
+        # DDP averages gradients (parameters stay equal) but each rank updates its own BN statistics;
+        # rank 0's, which are saved, become every rank's
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
     summary: dict[str, Any] = {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if rank == 0:
         top1 = _top1(model, eval_loader, device)
