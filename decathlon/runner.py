@@ -70,6 +70,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     settings.add_argument("--preset", choices=PRESETS)
     settings.add_argument("--schedule", choices=SCHEDULES)
     settings.add_argument("--pretrain-epochs", type=int, help="epochs of the mini suite's source pretraining")
+    settings.add_argument("--pretrain-set", dest="pretrain_overrides", action="append", default=[],
+                          metavar="KEY=VALUE", help="a RunConfig field of the mini source pretraining")
     settings.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                           help="any RunConfig field (repeatable); the value is read as YAML")
     run = p.add_argument_group("execution")
@@ -91,6 +93,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="redo the selected jobs even when finished")
     run.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
     run.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
+    run.add_argument("--analysis", nargs="+", metavar=("NAME", "KEY=VALUE"),
+                     help="after the run: an analysis of the suite (best-practices), settings as KEY=VALUE "
+                          "words; see docs/analysis.md")
     return p
 
 
@@ -311,6 +316,8 @@ def make_plan(args: argparse.Namespace, suite: str, out_dir: Path) -> tuple[tupl
                   "num_workers": base.num_workers}
         if args.pretrain_epochs is not None:
             values["epochs"] = args.pretrain_epochs
+        extra = parse_assignments(args.pretrain_overrides, "--pretrain-set")
+        values.update({k: coerce_value(k, v) for k, v in extra.items()})
         pretrain = pretrain_job(RunConfig.from_dict(values), source, seed=0)
     jobs = build_plan(suite=suite, methods=methods, domains=domains, seeds=seeds, configs=configs,
                       pretrain=pretrain, out_dir=out_dir.resolve())
@@ -444,6 +451,10 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
     if not args.no_report:
         paths = render_reports(out_dir)
         say(f"reports: {len(paths)} files under {out_dir / 'reports'}")
+    if args.analysis:  # after the reports (writes reports/analysis/); its failed sweep jobs count as failed
+        from decathlon.analysis import run_analysis
+
+        counts[FAILED] += run_analysis(args.analysis, jobs, out_dir, executor=executor, stream=stdout)
     seconds = sum(o.seconds for o in outcomes.values())
     say(f"{len(jobs)} jobs: {counts[DONE]} run ({format_seconds(seconds)} of job time), {counts[CACHED]} "
         f"already finished, {counts[FAILED]} failed, {counts[SKIPPED]} skipped; results in {out_dir}")
