@@ -145,7 +145,6 @@ def test_own_finetune_baseline_on_other_suites():
 
 
 def test_mini_suite_finetune_row_scores_exactly_2500():
-    pytest.importorskip("decathlon.generate")
     from decathlon.generate import MINI_DOMAINS
 
     targets = [s.name for s in MINI_DOMAINS if s.name in DECATHLON_COLUMNS]
