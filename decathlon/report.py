@@ -473,8 +473,14 @@ def write_table(table: Table, directory: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------- submissions
 
 
-def _run_dir(out_dir: Path, value: str) -> Path:
-    path = Path(value)
+def run_dir_of(out_dir: Path, job: Mapping) -> Path:
+    """A job's run directory: ``<out>/runs/<job_id>`` when present (the results folder may have been
+    moved since the store was built), else the store's `run_dir`."""
+    if job.get("job_id") is not None:
+        local = out_dir / "runs" / str(job["job_id"])
+        if local.is_dir():
+            return local
+    path = Path(str(job["run_dir"]))
     return path if path.is_absolute() else out_dir / path
 
 
@@ -528,28 +534,48 @@ def category_ids(data_root: Path, domain: str) -> list[int]:
                     "(expected the Decathlon test annotations)")
 
 
-def write_submission_files(out_dir: Path, key: GroupKey, method: str, seed: int, rows: pd.DataFrame,
-                           baseline: Baseline, directory: Path) -> list[Path]:
+@dataclass(frozen=True)
+class Submission:
+    """Everything one submission needs, read from the run directories before anything is written."""
+
+    key: GroupKey
+    method: str
+    seed: int
+    predictions: Mapping[str, tuple[list[int], list[int], list[int]]]  # domain -> ids, classes, category ids
+    labelled_dir: Path | None  # the annotations folder with every domain's <domain>_test.json, if any
+    baseline: Baseline
+    directory: Path
+
+
+def read_submission(out_dir: Path, key: GroupKey, method: str, seed: int, rows: pd.DataFrame,
+                    baseline: Baseline, directory: Path) -> Submission:
+    """Read the predictions, data roots and test categories of one (method, seed) of a group."""
+    predictions, roots = {}, {}
+    for job in rows.to_dict("records"):
+        run_dir = run_dir_of(out_dir, job)
+        domain = str(job["domain"])
+        root = data_root_of(run_dir)
+        ids, predicted = read_predictions(run_dir)
+        predictions[domain] = (ids, predicted, category_ids(root, domain))
+        roots[domain] = root
+    folders = {root / "annotations" for root in roots.values()}
+    labelled = all((root / "annotations" / f"{d}_test.json").is_file() for d, root in roots.items())
+    labelled_dir = folders.pop() if labelled and len(folders) == 1 else None
+    return Submission(key, method, seed, predictions, labelled_dir, baseline, directory)
+
+
+def write_submission_files(sub: Submission) -> list[Path]:
     """results.json + zip of one (method, seed), and its local score when labelled test files exist."""
     from decathlon.score import score_submission, write_submission
 
-    predictions, roots = {}, {}
-    for _, job in rows.iterrows():
-        run_dir = _run_dir(out_dir, str(job["run_dir"]))
-        root = data_root_of(run_dir)
-        ids, predicted = read_predictions(run_dir)
-        predictions[str(job["domain"])] = (ids, predicted, category_ids(root, str(job["domain"])))
-        roots[str(job["domain"])] = root
-    results = directory / "results.json"
-    written = list(write_submission(predictions, results, zip_path=directory / "results.zip"))
-    annotation_dirs = {root / "annotations" for root in roots.values()}
-    labelled = all((root / "annotations" / f"{d}_test.json").is_file() for d, root in roots.items())
-    if labelled and len(annotation_dirs) == 1 and baseline.usable:
-        kwargs = {} if baseline.accuracy is None else {"baseline": dict(baseline.accuracy)}
-        score = score_submission(results, annotation_dirs.pop(), **kwargs)
-        written.append(atomic_write_json(directory / "score.json", score))
-        written.append(atomic_write_text(directory / "score.md", score_markdown(key, method, seed, score,
-                                                                                  baseline)))
+    results = sub.directory / "results.json"
+    written = list(write_submission(sub.predictions, results, zip_path=sub.directory / "results.zip"))
+    if sub.labelled_dir is not None and sub.baseline.usable:
+        kwargs = {} if sub.baseline.accuracy is None else {"baseline": dict(sub.baseline.accuracy)}
+        score = score_submission(results, sub.labelled_dir, **kwargs)
+        written.append(atomic_write_json(sub.directory / "score.json", score))
+        markdown = score_markdown(sub.key, sub.method, sub.seed, score, sub.baseline)
+        written.append(atomic_write_text(sub.directory / "score.md", markdown))
     return written
 
 
@@ -568,13 +594,13 @@ def score_markdown(key: GroupKey, method: str, seed: int, score: Mapping, baseli
     return "\n".join(lines) + "\n"
 
 
-def write_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path) -> list[Path]:
-    """Submission files for every trainval->test (method, seed) over Decathlon-layout domains.
+def read_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path) -> list[Submission]:
+    """A submission for every trainval->test (method, seed) over Decathlon-layout domains.
 
-    Written to ``<directory>/<group slug>/<method>_s<seed>/``; the local score uses the same S baseline
-    as the group's table.
+    Each goes to ``<directory>/<group slug>/<method>_s<seed>/``; its local score uses the same S baseline
+    as the group's table. Missing or malformed run files raise DataError.
     """
-    written = []
+    out = []
     for key, rows in group_jobs(jobs):
         if key.protocol != "trainval->test" or key.family != "decathlon" or "run_dir" not in rows:
             continue
@@ -582,8 +608,8 @@ def write_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path) -> lis
         baseline = choose_baseline(key, seed_stats(rows), table_domains(key, rows["domain"].unique()))
         for (method, seed), sel in rows.groupby(["method", "seed"], sort=True):
             target = directory / key.slug / f"{method}_s{int(seed)}"
-            written += write_submission_files(out_dir, key, str(method), int(seed), sel, baseline, target)
-    return written
+            out.append(read_submission(out_dir, key, str(method), int(seed), sel, baseline, target))
+    return out
 
 
 # -------------------------------------------------------------------------------------------- render
@@ -598,18 +624,22 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     Files of an earlier rendering that this one does not produce are removed, so the folder always
     reflects the store. Returns the written paths, index (``reports/README.md``) last.
     """
-    from decathlon.figures import render_policy_figures
+    from decathlon.figures import policy_figures, save_figure
 
     out_dir = Path(out_dir)
     reports = out_dir / "reports"
+    # read and check everything first, so that bad input fails before any file is written
     tables = build_tables(store.jobs, registry=registry)
+    figures = policy_figures(store, chosen_domain=chosen_domain)
+    submissions = read_submissions(out_dir, store.jobs, reports / "submissions")
     written = []
     for table in tables:
         written += write_table(table, reports / "tables")
-    figures = render_policy_figures(store, reports / "figures", chosen_domain=chosen_domain)
-    written += figures
-    written += write_submissions(out_dir, store.jobs, reports / "submissions")
-    index = index_markdown(tables, figures, written, reports)
+    figure_paths = [p for figure in figures for p in save_figure(figure, reports / "figures")]
+    written += figure_paths
+    for submission in submissions:
+        written += write_submission_files(submission)
+    index = index_markdown(tables, figure_paths, written, reports)
     written.append(atomic_write_text(reports / "README.md", index))
     _remove_stale(reports, written)
     return written

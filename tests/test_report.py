@@ -26,7 +26,7 @@ from decathlon.report import (
     to_latex,
     to_markdown,
 )
-from decathlon.store import Store, build_store
+from decathlon.store import Store, build_store, load_store
 
 GOLDEN = Path(__file__).parent / "golden"
 REGISTRY = ("scratch", "feature-extractor", "finetune", "spottune")  # fixed row order for the goldens
@@ -378,3 +378,28 @@ def test_submission_without_predictions_is_a_data_error(tmp_path, mini_suite):
     write_fake_run(tmp_path, row, data_root=Path(mini_suite.decathlon_root))
     with pytest.raises(DataError, match="predictions.json"):
         render_all(tmp_path, build_store(tmp_path), registry=REGISTRY)
+
+
+def test_moved_results_folder_still_finds_its_run_directories(tmp_path, mini_suite):
+    first = tmp_path / "first"
+    write_mini_runs(first, Path(mini_suite.decathlon_root), ["svhn"])
+    build_store(first)  # store.csv records absolute run_dir paths under first/
+    moved = first.rename(tmp_path / "moved")
+    paths = render_all(moved, load_store(moved), registry=REGISTRY)
+    sub = moved / "reports" / "submissions" / "mini-decathlon_trainval-test_faithful-faithful"
+    assert sub / "spottune_s0" / "results.json" in paths
+
+
+def test_bad_input_fails_before_anything_is_written(tmp_path, mini_suite):
+    row = job_row("mini", "finetune", "svhn", 0, 50.0)
+    run_dir = write_fake_run(tmp_path, row, data_root=Path(mini_suite.decathlon_root),
+                             predictions={"image_ids": [1, 2, 3], "predicted": [0, 1]})
+    with pytest.raises(DataError, match=r"predictions.json: 3 image_ids but 2 predictions"):
+        render_all(tmp_path, build_store(tmp_path), registry=REGISTRY)
+    assert not (tmp_path / "reports").exists()
+    atomic_write_json(run_dir / "config.json", {"config": {"data_root": None}})
+    with pytest.raises(DataError, match="config.json: no 'data_root'"):
+        render_all(tmp_path, build_store(tmp_path), registry=REGISTRY)
+    with pytest.raises(UnknownNameError, match="no-such-domain"):
+        render_all(tmp_path, routing_store(), chosen_domain="no-such-domain", registry=REGISTRY)
+    assert not (tmp_path / "reports").exists()
