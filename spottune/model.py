@@ -145,7 +145,9 @@ def mix_dense(frozen: nn.Module, tuned: nn.Module, x: torch.Tensor, weight: torc
 
     ``torch.lerp`` is one fused kernel and exact at w = 0 and w = 1, with gradients to both paths and to w.
     """
-    return torch.lerp(frozen(x), tuned(x), weight.view(-1, *([1] * (x.dim() - 1))))
+    out_frozen, out_tuned = frozen(x), tuned(x)
+    # under autocast the block outputs may be float16: the weight follows their dtype
+    return torch.lerp(out_frozen, out_tuned, weight.to(out_frozen.dtype).view(-1, *([1] * (x.dim() - 1))))
 
 
 def route_sparse(frozen: nn.Module, tuned: nn.Module, x: torch.Tensor,
@@ -158,9 +160,17 @@ def route_sparse(frozen: nn.Module, tuned: nn.Module, x: torch.Tensor,
         return tuned(x)
     tuned_idx = to_tuned.nonzero().squeeze(1).to(x.device, non_blocking=True)
     frozen_idx = (~to_tuned).nonzero().squeeze(1).to(x.device, non_blocking=True)
-    out_tuned = tuned(x.index_select(0, tuned_idx))
-    out_frozen = frozen(x.index_select(0, frozen_idx))
-    out = out_tuned.new_empty((x.shape[0], *out_tuned.shape[1:]))
+    # index_select returns contiguous (NCHW) rows: keep a channels_last batch channels_last
+    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    out_tuned = tuned(x.index_select(0, tuned_idx).contiguous(memory_format=fmt))
+    out_frozen = frozen(x.index_select(0, frozen_idx).contiguous(memory_format=fmt))
+    out_fmt = torch.channels_last if _is_channels_last(out_tuned) else torch.contiguous_format
+    out = torch.empty((x.shape[0], *out_tuned.shape[1:]), dtype=out_tuned.dtype, device=out_tuned.device,
+                      memory_format=out_fmt)
     out.index_copy_(0, tuned_idx, out_tuned)
     out.index_copy_(0, frozen_idx, out_frozen)
     return out
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)

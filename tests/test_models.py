@@ -19,7 +19,7 @@ from spottune.backbones import (
     load_torchvision_state,
 )
 from spottune.checkpoint import load_checkpoint, save_checkpoint
-from spottune.model import SpotTune
+from spottune.model import SpotTune, route_sparse
 from spottune.params import count_parameters, par_ratio
 from spottune.policy import decathlon_policy_net, gumbel_softmax_st, small_policy_net
 
@@ -225,6 +225,22 @@ def test_backbone_weights_from_harness_checkpoint(tmp_path):
         create_backbone("resnet26", 10, weights=tmp_path / "missing.pt")
 
 
+def test_foreign_weights_file_is_refused(tmp_path):
+    torch.save({"something": torch.ones(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="foreign.pt"):
+        create_backbone("resnet26", 10, width=WIDTH, weights=tmp_path / "foreign.pt")
+
+
+def test_odd_feature_maps_keep_shortcut_and_conv_paths_aligned():
+    net = ResNet26(3, width=WIDTH).eval()
+    x = images(2, size=36)  # 36 -> 18 -> 9 -> 5 px: the last downsampling sees an odd map
+    h = net.stem(x)
+    for block in net.blocks:
+        h = block(h)
+    assert h.shape == (2, 64, 5, 5)
+    assert net(x).shape == (2, 3)
+
+
 # ---------------------------------------------------------------------------------------------- policy
 
 
@@ -301,6 +317,20 @@ def test_sparse_eval_equals_dense_eval_on_random_routings(seed):
     # convolution kernels may differ with the batch size: equal up to float32 rounding (|logits| ~ 5-50)
     torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(per_image, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_eval_keeps_channels_last_and_matches_dense():
+    model, _ = small_spottune()
+    model = model.eval().to(memory_format=torch.channels_last)
+    x = images(8).contiguous(memory_format=torch.channels_last)
+    policy = (torch.rand(8, 12, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    with torch.no_grad():
+        sparse, _ = model(x, policy)
+        dense, _ = model(x, policy, sparse=False)
+        h = model.stem(x)
+        routed = route_sparse(model.blocks[0], model.tuned_blocks[0], h, policy[:, 0].bool())
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=1e-5)
+    assert routed.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_training_forward_mixes_densely_and_trains_the_policy_net():
