@@ -27,6 +27,8 @@ from decathlon.config import PROTOCOLS
 from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS, SUITES, get_domain, suite_domains
 from decathlon.errors import DataError, HarnessError, UnknownNameError
 from decathlon.io import atomic_write_json, atomic_write_text
+from decathlon.published import FINETUNE_BASELINE, accuracy_table, decathlon_score
+from decathlon.score import s_score, score_submission, write_submission
 
 FAMILIES = ("decathlon", "extra", "other")  # table families: the Decathlon table, the extra-dataset table
 FAMILY_TITLES = {"decathlon": "Visual Decathlon", "extra": "Extra datasets", "other": "Other domains"}
@@ -314,9 +316,6 @@ def choose_baseline(key: GroupKey, stats: Mapping[tuple[str, str], Cell], domain
 
 def s_cell(accuracy: Mapping[str, float], baseline: Baseline) -> Cell:
     """The S-score of per-domain mean accuracies (%), marked partial when baseline domains are missing."""
-    from decathlon.published import FINETUNE_BASELINE
-    from decathlon.score import s_score
-
     if not baseline.usable or not accuracy:
         return EMPTY
     reference = FINETUNE_BASELINE if baseline.accuracy is None else baseline.accuracy
@@ -393,17 +392,7 @@ def results_table(key: GroupKey, rows: pd.DataFrame, *, registry: Sequence[str] 
 
 def _published(key: GroupKey) -> Mapping[str, Mapping[str, float]]:
     """Published top-1 (%) by method and domain for a real suite's family ({} for generated suites)."""
-    if not key.is_real:
-        return {}
-    from decathlon import published
-
-    return published.accuracy_table(key.family)
-
-
-def _published_s(method: str) -> float | None:
-    from decathlon import published
-
-    return published.decathlon_score(method)
+    return accuracy_table(key.family) if key.is_real else {}
 
 
 def comparison_table(key: GroupKey, rows: pd.DataFrame, *,
@@ -431,7 +420,7 @@ def comparison_table(key: GroupKey, rows: pd.DataFrame, *,
         if with_s:
             accuracy = {d: c.mean for d, c in zip(domains, ours, strict=True) if c.mean is not None}
             s_ours = s_cell(accuracy, baseline)
-            s_pub = _published_s(method)
+            s_pub = decathlon_score(method)
             s_theirs = EMPTY if s_pub is None else Cell(float(s_pub), digits=0)
             both = s_ours.mean is not None and s_theirs.mean is not None and not s_ours.mark
             s_delta = Cell(s_ours.mean - s_theirs.mean, digits=0, signed=True) if both else EMPTY
@@ -566,8 +555,6 @@ def read_submission(out_dir: Path, key: GroupKey, method: str, seed: int, rows: 
 
 def write_submission_files(sub: Submission) -> list[Path]:
     """results.json + zip of one (method, seed), and its local score when labelled test files exist."""
-    from decathlon.score import score_submission, write_submission
-
     results = sub.directory / "results.json"
     written = list(write_submission(sub.predictions, results, zip_path=sub.directory / "results.zip"))
     if sub.labelled_dir is not None and sub.baseline.usable:
