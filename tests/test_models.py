@@ -189,6 +189,20 @@ def test_imagenet_weights_only_for_torchvision_backbones():
         create_backbone("resnet50", 10, width=0.5)
 
 
+def test_imagenet_weights_offline_raise_a_checkpoint_error(monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    class Offline:
+        def get_state_dict(self, progress=True):
+            raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.models, "get_weight", lambda name: Offline())
+    with pytest.raises(CheckpointError, match="ResNet50_Weights.*pass the file path"):
+        create_backbone("resnet50", 10, weights="imagenet")
+
+
 def test_torchvision_state_dict_loads_by_name_and_drops_classifier():
     import torchvision
 
