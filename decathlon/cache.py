@@ -93,6 +93,15 @@ def crop_geometry(geometry: Any) -> CropGeometry:
                         flip=bool(geometry.flip))
 
 
+def supports(geometry: Any) -> bool:
+    """Whether the batched path reproduces `geometry` exactly (False e.g. for RandomResizedCrop)."""
+    try:
+        crop_geometry(geometry)
+    except ConfigError:
+        return False
+    return True
+
+
 def _size_arg(value: Any, what: str, *, allow_single: bool) -> int | tuple[int, int] | None:
     if value is None:
         return None

@@ -179,21 +179,26 @@ def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, genera
             train_set = Subset(train_set, balanced_subset(train_set.labels, config.limit_train_images,
                                                           config.seed))
     channels_last = config.channels_last and device.type == "cuda"
+    eval_loader = train_loader = None
     if config.cache:
-        from decathlon.cache import make_eval_loader, make_train_loader
+        from decathlon.cache import make_eval_loader, make_train_loader, supports
 
         common = {"device": device, "num_workers": config.num_workers, "channels_last": channels_last,
                   "progress": False}
-        eval_loader = make_eval_loader(eval_set, preset.geometry(spec, False), mean, std,
-                                       batch_size=config.eval_batch_size, **common)
-        train_loader = None if train_set is None else make_train_loader(
-            train_set, preset.geometry(spec, True), mean, std, batch_size=config.batch_size,
-            generator=generator, drop_last=False, **common)
-    else:
-        pin = device.type == "cuda"
+        # a geometry the batched path cannot reproduce (RandomResizedCrop of the extra datasets) stays on PIL
+        if supports(preset.geometry(spec, False)):
+            eval_loader = make_eval_loader(eval_set, preset.geometry(spec, False), mean, std,
+                                           batch_size=config.eval_batch_size, **common)
+        if train_set is not None and supports(preset.geometry(spec, True)):
+            train_loader = make_train_loader(
+                train_set, preset.geometry(spec, True), mean, std, batch_size=config.batch_size,
+                generator=generator, drop_last=False, **common)
+    pin = device.type == "cuda"
+    if eval_loader is None:
         eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False,
                                  num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
-        train_loader = None if train_set is None else DataLoader(
+    if train_loader is None and train_set is not None:
+        train_loader = DataLoader(
             train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
             num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     return Data(train_set, eval_set, train_loader, eval_loader, spec.num_classes)
@@ -259,6 +264,13 @@ def _autocast(device: torch.device, config: RunConfig):
 # ------------------------------------------------------------------------------------------------ training
 
 
+def _sync_mode(runner: nn.Module, model: nn.Module) -> None:
+    # a torch.compile wrapper copies `training` once; methods read it to pick their train/eval path. Only
+    # the flag is copied: runner.train() would recurse and undo the method's per-module modes.
+    if runner is not model:
+        runner.training = model.training
+
+
 def train_step(method: Method, model: nn.Module, runner: nn.Module, images: torch.Tensor,
                labels: torch.Tensor, optimizer: torch.optim.Optimizer, config: RunConfig, *,
                device: torch.device, generator: torch.Generator | None,
@@ -291,6 +303,7 @@ def train_one_epoch(method: Method, model: nn.Module, loader: Any, optimizer: to
     batches when a progress callback is given)."""
     runner = model if runner is None else runner
     method.train_mode(model, config)
+    _sync_mode(runner, model)
     channels_last = config.channels_last and device.type == "cuda"
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -334,6 +347,7 @@ def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *
     random routing) uses a generator seeded from `seed`, so an evaluation is reproducible."""
     runner = model if runner is None else runner
     model.eval()
+    _sync_mode(runner, model)
     generator = torch.Generator().manual_seed(derive_seed(seed, "eval"))
     channels_last = config.channels_last and device.type == "cuda"
     loss_sum = torch.zeros((), device=device)

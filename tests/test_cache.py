@@ -340,3 +340,23 @@ def test_training_through_the_cache_matches_the_pil_path(tmp_path, monkeypatch):
     assert len(results[True]["epochs_log"]) == 2
     for key in ("top1", "loss", "epochs_log", "predicted"):
         assert results[True][key] == results[False][key], key
+
+
+def test_engine_keeps_random_resized_crops_on_the_pil_path(mini_suite, tmp_path, monkeypatch):
+    """The extra datasets train with RandomResizedCrop, which the cache does not implement: with
+    ``cache=True`` the engine trains them through PIL and still evaluates (Resize + CenterCrop) cached."""
+    from decathlon.config import RunConfig
+    from decathlon.engine import build_data
+
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    spec = get_domain("flowers", suite="mini")
+    preset = get_preset("faithful")
+    assert not cache.supports(preset.geometry(spec, True)) and cache.supports(preset.geometry(spec, False))
+    config = RunConfig(suite="mini", method="finetune", domain="flowers", protocol="train->val", cache=True,
+                       data_root=str(mini_suite.extra_root), num_workers=0, device="cpu", eval_batch_size=8)
+    data = build_data(config, spec, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert isinstance(data.train_loader, torch.utils.data.DataLoader)
+    assert isinstance(data.eval_loader, cache.CachedLoader)
+    images, labels, index = next(iter(data.eval_loader))
+    assert images.shape == (8, 3, spec.image_size, spec.image_size)
+    assert labels.tolist() == [data.eval.labels[i] for i in index.tolist()]
