@@ -33,7 +33,8 @@ from decathlon.score import s_score, score_submission, write_submission
 FAMILIES = ("decathlon", "extra", "other")  # table families: the Decathlon table, the extra-dataset table
 FAMILY_TITLES = {"decathlon": "Visual Decathlon", "extra": "Extra datasets", "other": "Other domains"}
 BASELINE_METHOD = "finetune"  # the method whose results are the S baseline on non-real suites
-REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".json", ".zip")  # what render_all owns under reports/
+OWNED_FOLDERS = ("tables", "figures", "submissions")  # under reports/: stale files here are removed
+REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".json", ".zip")  # the kinds of file render_all writes
 GROUP_COLUMNS = ("suite", "family", "protocol", "preset", "schedule")
 PARTIAL = "*"  # marks a mean / S / #par computed over fewer domains than the table has
 MISSING_MD, MISSING_TEX = "–", "--"
@@ -608,8 +609,9 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
 
     `store` has ``jobs`` and ``policy`` DataFrames (:func:`decathlon.store.load_store`). `chosen_domain`
     picks the domain of the per-class policy figure (default: the first target domain with class data).
-    Files of an earlier rendering that this one does not produce are removed, so the folder always
-    reflects the store. Returns the written paths, index (``reports/README.md``) last.
+    Files of an earlier rendering that this one does not produce are removed from ``tables/``,
+    ``figures/`` and ``submissions/``, so they always reflect the store (other folders, such as
+    ``reports/analysis/``, are left alone). Returns the written paths, index (``reports/README.md``) last.
     """
     from decathlon.figures import policy_figures, save_figure
 
@@ -651,7 +653,9 @@ def index_markdown(tables: Sequence[Table], figures: Sequence[Path], written: Se
 
 
 def _remove_stale(reports: Path, written: Sequence[Path]) -> None:
+    # only in the folders render_all owns: others (e.g. reports/analysis/) belong to other tools
     keep = {p.resolve() for p in written}
-    for path in reports.rglob("*"):
-        if path.is_file() and path.suffix in REPORT_SUFFIXES and path.resolve() not in keep:
-            path.unlink()
+    for folder in OWNED_FOLDERS:
+        for path in (reports / folder).rglob("*"):
+            if path.is_file() and path.suffix in REPORT_SUFFIXES and path.resolve() not in keep:
+                path.unlink()

@@ -274,6 +274,9 @@ def test_render_all_writes_every_format_and_removes_stale_files(tmp_path):
     stale.write_text("from an earlier store")
     keep = tmp_path / "reports" / "notes.txt"  # not a report file: left alone
     keep.write_text("mine")
+    other = tmp_path / "reports" / "analysis" / "sweep.csv"  # another tool's folder: left alone
+    other.parent.mkdir()
+    other.write_text("a,b\n")
     jobs = golden_jobs().assign(protocol="train->val")  # no submission: these jobs have no run directories
     paths = render_all(tmp_path, store_of(jobs), registry=REGISTRY)
     tables = tmp_path / "reports" / "tables"
@@ -284,7 +287,7 @@ def test_render_all_writes_every_format_and_removes_stale_files(tmp_path):
     assert all(p.is_file() for p in paths)
     assert paths[-1] == tmp_path / "reports" / "README.md"
     assert "| finetune |" in paths[-1].read_text()
-    assert not stale.exists() and keep.read_text() == "mine"
+    assert not stale.exists() and keep.read_text() == "mine" and other.read_text() == "a,b\n"
     assert not list((tmp_path / "reports").rglob("*.tmp"))
 
 
