@@ -47,7 +47,7 @@ from decathlon.domains import (
 from decathlon.errors import DataError
 from decathlon.io import atomic_write_json
 
-GENERATOR_VERSION = 1  # bump when the drawing code changes: a suite of an older version is regenerated
+GENERATOR_VERSION = 3  # bump when the drawing code changes: a suite of an older version is regenerated
 MARKER = "suite.json"  # in <out>; written last, holds the generator parameters
 OWNED = ".generated"  # in each generated folder: the folder may be replaced by the generator
 
@@ -129,7 +129,8 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 def _jitter(rng: np.random.Generator, rgb: Sequence[int], amount: float = 25) -> tuple[int, int, int]:
-    return tuple(int(np.clip(c + rng.normal(0, amount), 0, 255)) for c in rgb)  # type: ignore[return-value]
+    noise = rng.normal(0, amount, size=3)
+    return tuple(int(min(max(c + n, 0.0), 255.0)) for c, n in zip(rgb, noise, strict=True))  # type: ignore
 
 
 def _random_colour(rng: np.random.Generator, s=(0.4, 1.0), v=(0.3, 1.0)) -> tuple[int, int, int]:
@@ -156,10 +157,10 @@ def _background(
     c0 = c0 or _random_colour(rng)
     c1 = c1 or _jitter(rng, c0, 60)
     kind = kind or ("solid", "gradient", "blotch", "stripes")[int(rng.integers(4))]
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     if kind == "solid":
-        t = np.full((h, w), 0.5, np.float32)
-    elif kind == "gradient":
+        return Image.new("RGB", (w, h), tuple((a + b) // 2 for a, b in zip(c0, c1, strict=True)))
+    yy, xx = np.ogrid[0:h, 0:w]  # broadcast (h, 1) and (1, w): cheaper than a full grid
+    if kind == "gradient":
         a = rng.uniform(0, 2 * math.pi)
         t = (math.cos(a) * xx + math.sin(a) * yy) / max(w, h) + 0.5
     elif kind == "blotch":
@@ -178,6 +179,12 @@ def _finish(
     a = np.asarray(img, dtype=np.float32)
     a = a + rng.normal(0, noise, size=a.shape)
     return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), mode)
+
+
+def _class_colour(rng: np.random.Generator, k: int, p: float) -> tuple[int, int, int]:
+    """With probability p a saturated colour near the class's own hue (k / 10), else any colour."""
+    hue = k / 10 + rng.normal(0, 0.03) if rng.uniform() < p else rng.uniform()
+    return _hsv(hue, rng.uniform(0.6, 1.0), rng.uniform(0.5, 1.0))
 
 
 def _chaikin(pts: Points, rounds: int = 2) -> Points:
@@ -402,8 +409,8 @@ def _draw_svhn(rng, k, proto, w, h):
     img = _background(rng, W, H, bg, _jitter(rng, bg, 30), kind=("solid", "gradient")[int(rng.integers(2))])
     draw = ImageDraw.Draw(img)
     f = _frame(rng, W, H, scale=(0.8, 1.0), shift=0.06, rot=8)
-    shear = rng.uniform(-0.25, 0.1)
-    gap = rng.uniform(1.1, 1.5)
+    shear = rng.uniform(-0.15, 0.05)
+    gap = rng.uniform(1.4, 1.8)
     for digit, dx in ((int(rng.integers(10)), -2 * gap), (k, 0.0), (int(rng.integers(10)), 2 * gap)):
         for stroke in _digit_strokes(digit, -0.45 + dx * 0.45, -0.9, 0.45):
             pts = [(x + shear * y, y) for x, y in _wobble(rng, stroke, 0.03)]
@@ -427,10 +434,10 @@ def _draw_omniglot(rng, k, proto, w, h):
     W, H = w * SS, h * SS
     img = Image.new("L", (W, H), 0)
     draw = ImageDraw.Draw(img)
-    f = _frame(rng, W, H, scale=(0.75, 0.95), shift=0.06, rot=10)
+    f = _frame(rng, W, H, scale=(0.7, 0.95), shift=0.08, rot=15)
     width = f.r * rng.uniform(0.07, 0.12)
     for stroke in proto:
-        _line(draw, f(_chaikin(_wobble(rng, stroke, 0.06))), 255, width)
+        _line(draw, f(_chaikin(_wobble(rng, stroke, 0.08))), 255, width)
     return _finish(img, w, h, rng, noise=3, mode="L")
 
 
@@ -665,10 +672,11 @@ def _draw_aircraft(rng, k, proto, w, h):
         rng, W, H, sky, _jitter(rng, (235, 235, 240), 15), kind=("gradient", "blotch")[int(rng.integers(2))]
     )
     draw = ImageDraw.Draw(img)
-    f = _frame(rng, W, H, scale=(0.8, 1.0), shift=0.08, rot=25)
+    f = _frame(rng, W, H, scale=(0.8, 1.0), shift=0.08, rot=15)
     f = _Frame(f.cx, f.cy, f.r, f.rot + math.pi / 2 * rng.choice([-1, 1]))  # nose left or right
     length, span, sweep, pos, tail, engines = _PLANES[k]
     grey = _jitter(rng, (90, 90, 100), 35)
+    livery = _class_colour(rng, k, 0.6)  # the tail colour: often typical of the model's operators
     draw.polygon(f(_ellipse(0, 0, 0.09, length, 20)), fill=grey)
     root, tip = pos - 0.15, pos + sweep * span
     for side in (-1, 1):
@@ -686,7 +694,7 @@ def _draw_aircraft(rng, k, proto, w, h):
                         (0, t0 + 0.22),
                     ]
                 ),
-                fill=grey,
+                fill=livery,
             )
     for i in range(engines):
         x = (0.35 + 0.3 * (i // 2)) * span * (1 if i % 2 == 0 else -1)
@@ -702,11 +710,12 @@ _CIFAR_OBJECTS = ("ball", "tree", "house", "car", "fish", "cup", "mushroom", "bo
 
 def _draw_cifar(rng, k, proto, w, h):
     W, H = w * SS, h * SS
-    img = _background(rng, W, H)
+    img = _background(rng, W, H, _random_colour(rng, s=(0.05, 0.5), v=(0.2, 0.9)))
     draw = ImageDraw.Draw(img)
-    f = _frame(rng, W, H, scale=(0.45, 0.75), shift=0.15, rot=15)
+    f = _frame(rng, W, H, scale=(0.6, 0.9), shift=0.1, rot=15)
     colours = {
-        "main": _random_colour(rng, v=(0.5, 1)),
+        # objects of a class usually share a hue (trees green, ...), sometimes not
+        "main": _class_colour(rng, k, 0.7),
         "accent": _random_colour(rng),
         "dark": _jitter(rng, (50, 40, 30), 20),
     }
@@ -797,9 +806,11 @@ def _draw_cub(rng, k, proto, w, h):
     f = _frame(rng, W, H, scale=(0.6, 0.85), shift=0.1, rot=15)
     body, head, wing, value = _BIRDS[k]
     c = {
-        "body": _hsv(body + rng.normal(0, 0.02), 0.8, value),
-        "head": _hsv(head, 0.8, 0.8 if k % 2 else 0.3),
-        "wing": _hsv(wing, 0.7, rng.uniform(0.3, 0.6)),
+        "body": _hsv(body + rng.normal(0, 0.04), rng.uniform(0.5, 0.9), value * rng.uniform(0.7, 1.1)),
+        "head": _hsv(
+            head + rng.normal(0, 0.04), rng.uniform(0.5, 0.9), (0.8 if k % 2 else 0.3) * rng.uniform(0.7, 1.2)
+        ),
+        "wing": _hsv(wing + rng.normal(0, 0.04), rng.uniform(0.4, 0.8), rng.uniform(0.3, 0.6)),
     }
     draw.polygon(f([(-0.45, 0.05), (-0.95, -0.2), (-0.9, 0.25)]), fill=c["wing"])
     draw.polygon(f(_ellipse(0, 0.1, 0.5, 0.32)), fill=c["body"])
@@ -829,13 +840,13 @@ def _draw_car(rng, k, proto, w, h):
         "pickup": [(-0.75, 0.0), (-0.6, -0.45), (-0.1, -0.45), (0.0, 0.0)],
         "van": [(-0.9, 0.0), (-0.75, -0.65), (0.9, -0.65), (0.9, 0.0)],
     }[body]
-    paint = _random_colour(rng, s=(0.0, 0.9), v=(0.2, 0.95))
+    paint = _class_colour(rng, k, 0.5)
     lower = 0.35 if body in ("suv", "van") else 0.3
     draw.polygon(f([(sign * x, y) for x, y in roof]), fill=paint)
     draw.polygon(f(_rect(-0.95, 0.0, 0.95, lower)), fill=paint)
     glass = [(sign * (0.85 * x), 0.85 * y - 0.03) for x, y in roof]
     draw.polygon(f(glass), fill=_jitter(rng, (60, 80, 100), 15))
-    r = 0.24 if big else 0.17
+    r = 0.28 if big else 0.15
     for x in (-0.6, 0.6):
         draw.polygon(f(_ellipse(x, lower, r, r, 16)), fill=(25, 25, 25))
         draw.polygon(f(_ellipse(x, lower, r * 0.45, r * 0.45, 12)), fill=(150, 150, 150))
@@ -858,6 +869,8 @@ def _draw_wikiart(rng, k, proto, w, h):
         (0.07, 0.8, 0.35, 3.1, 60, 0.12),
     )[k]
     dark = k == 9
+    hue0 += rng.normal(0, 0.06)  # each painting shifts its palette a little
+    count = int(count * rng.uniform(0.5, 1.5))
     bg = _hsv(hue0 + 0.5, sat * 0.3, 0.15 if dark else rng.uniform(0.6, 0.95))
     img = _background(rng, W, H, bg, _jitter(rng, bg, 20), kind="blotch")
     draw = ImageDraw.Draw(img)
