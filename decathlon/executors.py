@@ -43,6 +43,7 @@ from decathlon.progress import CACHED, DONE, FAILED, SKIPPED, LineProgress, Trac
 ERROR_FILE = "error.json"
 JOB_FILE = "job.json"
 WORKER_LOG = "worker.log"
+SUBMITIT_FILE = "submitit.json"  # the cluster attempts of a job run through submitit
 _TAG_EVENT, _TAG_OUTCOME = "@@decathlon-event ", "@@decathlon-outcome "  # worker -> parent stdout lines
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -299,6 +300,18 @@ def worker_main(job_file: Path, out_dir: Path, debug: bool = False) -> int:
 
 # ---------------------------------------------------------------------------------------- submitit
 
+def record_attempt(run_dir: Path) -> dict[str, Any]:
+    """Append this submitit attempt (cluster job id, host, SLURM restart count) to ``submitit.json``."""
+    path = Path(run_dir) / SUBMITIT_FILE
+    attempts = json.loads(path.read_text())["attempts"] if path.is_file() else []
+    env = submitit.JobEnvironment()
+    attempt = {"job_id": env.job_id, "hostname": env.hostname,
+               "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+               "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    atomic_write_json(path, {"attempts": [*attempts, attempt]})
+    return attempt
+
+
 class SubmittedJob(submitit.helpers.Checkpointable):
     """The callable submitit runs for one job; requeued after preemption or time-out.
 
@@ -311,6 +324,8 @@ class SubmittedJob(submitit.helpers.Checkpointable):
 
     def __call__(self, job: Mapping[str, Any]) -> dict[str, Any]:
         parsed = Job.from_dict(job)
+        if not parsed.is_finished(self.out_dir):
+            record_attempt(parsed.run_dir(self.out_dir))
         log = LineProgress(sys.stdout)  # into submitit's log of this job
         return asdict(run_job(parsed, self.out_dir, progress=log.callback(parsed.job_id)))
 
@@ -396,11 +411,12 @@ class SubmititExecutor:
             for job in ready:
                 tracker.job_started(job.job_id)
             handles = self.submit(ready, out_dir)
-            outcomes.update(self._wait(ready, handles, out_dir, tracker))
+            outcomes.update(self.wait(ready, handles, out_dir, tracker))
         return outcomes
 
-    def _wait(self, jobs: Sequence[Job], handles: Sequence[Any], out_dir: Path,
-              tracker: Tracker) -> dict[str, Outcome]:
+    def wait(self, jobs: Sequence[Job], handles: Sequence[Any], out_dir: Path,
+             tracker: Tracker) -> dict[str, Outcome]:
+        """Poll submitted `jobs` (with their submitit `handles`) until each has an outcome."""
         outcomes: dict[str, Outcome] = {}
         start = time.monotonic()
         epochs_seen = {job.job_id: 0 for job in jobs}
