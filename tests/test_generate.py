@@ -108,7 +108,7 @@ def test_mini_specs_follow_the_generator_parameters():
 
 # --------------------------------------------------------------------------- generated suite: format
 
-TINY = {"image_size": 12, "source_counts": (2, 1, 1), "target_counts": (2, 1, 1), "extra_counts": (2, 1)}
+TINY = {"image_size": 10, "source_counts": (1, 1, 1), "target_counts": (1, 1, 1), "extra_counts": (1, 1)}
 
 
 def _annotations(root: Path, domain: str, split: str) -> dict:
@@ -247,7 +247,7 @@ def test_ensure_suite_reuses_a_complete_suite_and_regenerates_otherwise(tmp_path
     out = tmp_path / "suite"
     paths = ensure_suite(out, seed=1, **TINY)
     marker = json.loads((out / MARKER).read_text())
-    assert marker["params"]["seed"] == 1 and marker["params"]["image_size"] == 12
+    assert marker["params"]["seed"] == 1 and marker["params"]["image_size"] == 10
     probe = paths.decathlon_root / "annotations" / "svhn_train.json"
     stamp = probe.stat().st_mtime_ns
     assert ensure_suite(out, seed=1, **TINY) == paths
