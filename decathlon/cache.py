@@ -8,8 +8,9 @@ Storage (one folder per dataset and resize, under :func:`default_cache_dir`):
 
 ```
 <cache_dir>/<name>-<slot>-<fingerprint>/
-  images.npy   uint8 (N, 3, H_max, W_max): image i in the top-left corner, zeros elsewhere (channels
-               first, as ToTensor: crops are then ready-made NCHW batches)
+  images.npy   uint8 (total,): every image's pixels, channels first (3, h, w) as ToTensor lays them out,
+               one after the other (no padding: a split of mixed aspect ratios costs only its pixels)
+  starts.npy   int64 (N,): where image i begins in images.npy
   sizes.npy    int64 (N, 2): (height, width) of image i after the resize
   labels.npy   int64 (N,)
   meta.json    format version, fingerprint, source files; written last (its presence = complete)
@@ -19,8 +20,8 @@ Images are stored *after* the preset's Resize (shorter side = ``geometry.resize`
 torchvision function as the reference transform, so the random and centre crops of the batched path are
 taken from exactly the pixels the reference path crops. The Decathlon images are already stored with a
 shorter side of 72 px, for which torchvision's Resize returns the image unchanged: no resampling happens.
-Padding to the largest height and width of the split (instead of per-size buckets) keeps one array and
-one vectorised gather; it costs some disk for splits of mixed aspect ratios (reported in meta.json).
+A crop is a strided view of one image (``images[start : start + 3*h*w].view(3, h, w)[:, t:t+ch, l:l+cw]``):
+on the CPU a batch is a stack of such views, on the GPU one gather with computed flat indices.
 
 The fingerprint covers the annotation files' bytes, the file list, the labels, every image's size and
 mtime, and the resize: editing an annotation file or replacing an image builds a new cache (the stale one
@@ -52,7 +53,7 @@ from PIL import Image, UnidentifiedImageError
 from decathlon.errors import ConfigError, DataError
 
 CACHE_ENV = "SPOTTUNE_CACHE"  # environment variable overriding the default cache folder
-FORMAT_VERSION = 1  # bump when the on-disk layout changes: older caches are then rebuilt
+FORMAT_VERSION = 2  # bump when the on-disk layout changes: older caches are then rebuilt
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
@@ -203,7 +204,7 @@ def decode_image(path: Path, resize: int | tuple[int, int] | None,
 
 
 class ImageCache:
-    """An opened cache: uint8 images (memory-mapped), per-image sizes, labels.
+    """An opened cache: uint8 pixels (memory-mapped), per-image starts and sizes, labels.
 
     `built` is True when this open decoded the images (False when an existing cache was reused) and
     `decoded` counts the images decoded by this open. Picklable without copying the images (workers
@@ -214,6 +215,7 @@ class ImageCache:
         self.directory = Path(directory)
         self.built, self.decoded = built, decoded
         self.sizes = torch.from_numpy(np.load(self.directory / "sizes.npy"))
+        self.starts = torch.from_numpy(np.load(self.directory / "starts.npy"))
         self.labels = torch.from_numpy(np.load(self.directory / "labels.npy"))
         self._images: torch.Tensor | None = None
 
@@ -222,11 +224,16 @@ class ImageCache:
 
     @property
     def images(self) -> torch.Tensor:
-        """(N, 3, H_max, W_max) uint8 tensor backed by the memory-mapped file (not read until used)."""
+        """Flat uint8 tensor of every image's pixels, backed by the memory-mapped file (read on use)."""
         if self._images is None:
             # copy-on-write mapping: writable for torch.from_numpy, never written back to disk
             self._images = torch.from_numpy(np.load(self.directory / "images.npy", mmap_mode="c"))
         return self._images
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image `i` as a (3, h, w) uint8 view."""
+        (h, w), start = self.sizes[i].tolist(), int(self.starts[i])
+        return self.images[start:start + 3 * h * w].view(3, h, w)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -236,15 +243,16 @@ class ImageCache:
 
 def _write_cache(tmp: Path, paths: Sequence[Path], labels: Sequence[int], resize: Any, interpolation: Any,
                  meta: dict[str, Any], progress: bool, threads: int) -> int:
-    """Decode every image into `tmp` (images.npy, sizes.npy, labels.npy, meta.json last). Returns N."""
+    """Decode every image into `tmp` (images, starts, sizes, labels; meta.json last). Returns N."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     sizes = np.asarray([resized_size(*_header_size(p), resize) for p in paths], dtype=np.int64).reshape(-1, 2)
     n = len(paths)
-    h_max, w_max = (int(sizes[:, 0].max()), int(sizes[:, 1].max())) if n else (1, 1)
+    counts = 3 * sizes[:, 0] * sizes[:, 1]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
     images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                       shape=(n, 3, h_max, w_max))
+                                       shape=(max(int(counts.sum()), 1),))
     columns = (TextColumn("caching {task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar, \
@@ -255,14 +263,14 @@ def _write_cache(tmp: Path, paths: Sequence[Path], labels: Sequence[int], resize
             if array.shape != (h, w, 3):
                 raise DataError(f"image {paths[i]} decoded to {array.shape[:2]}, but its header promised "
                                 f"{(h, w)} after resize {resize}")
-            images[i, :, :h, :w] = array.transpose(2, 0, 1)
+            images[starts[i]:starts[i] + counts[i]] = array.transpose(2, 0, 1).reshape(-1)
             bar.advance(task)
     images.flush()
     del images
     np.save(tmp / "sizes.npy", sizes)
+    np.save(tmp / "starts.npy", starts)
     np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
-    meta = dict(meta, count=n, shape=[n, 3, h_max, w_max],
-                stored_bytes=n * h_max * w_max * 3, pixel_bytes=int(3 * (sizes[:, 0] * sizes[:, 1]).sum()))
+    meta = dict(meta, count=n, pixel_bytes=int(counts.sum()))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return n
 
@@ -396,19 +404,19 @@ def flip_flags(n: int, geo: CropGeometry, generator: torch.Generator | None) -> 
     return torch.rand(n, generator=generator) < 0.5
 
 
-def crop_batch(images: torch.Tensor, index: torch.Tensor, sizes: torch.Tensor, offsets: torch.Tensor,
+def crop_batch(images: torch.Tensor, starts: torch.Tensor, sizes: torch.Tensor, offsets: torch.Tensor,
                flips: torch.Tensor, out_hw: tuple[int, int], *, gather: bool | None = None) -> torch.Tensor:
-    """Crop (and flip) images `index` of a split: -> (B, 3, out_h, out_w) uint8.
+    """Crop (and flip) a batch of cached images: -> (B, 3, out_h, out_w) uint8.
 
-    `images` is the split's padded (N, 3, H_max, W_max) uint8 tensor (memory-mapped or on the device);
-    `sizes` (B, 2), `offsets` (B, 2) and `flips` (B,) describe the batch's images, their crop corner
-    (top, left) and flip flag, on the CPU. Only the cropped pixels are read. Pixels outside an image (a
-    centre crop larger than it) are zero, as torchvision pads them.
+    `images` is the split's flat uint8 pixel tensor (memory-mapped or on the device); `starts` (B,),
+    `sizes` (B, 2), `offsets` (B, 2) and `flips` (B,) are, on the CPU, where each image of the batch
+    begins, its (h, w), its crop corner (top, left) and its flip flag. Only the cropped pixels are read.
+    Pixels outside an image (a centre crop larger than it) are zero, as torchvision pads them.
 
-    Two equivalent implementations (`gather`: None = choose by device): one advanced-indexing gather of
-    every pixel (fast on the GPU, and the one that handles padding), or on the CPU a stack of per-image
-    slices followed by one flip of the flipped subset, about 20x faster there than the gather. The index
-    arithmetic runs on the CPU, so a CUDA batch needs no host-device synchronisation.
+    Two equivalent implementations (`gather`: None = choose by device): one gather of every pixel at
+    computed flat indices (fast on the GPU, and the one that handles padding), or on the CPU a stack of
+    per-image views followed by one flip of the flipped subset, about 20x faster there than a gather.
+    Index arithmetic happens on the device from small CPU tensors, so a CUDA batch needs no host sync.
     """
     oh, ow = out_hw
     inside = bool((offsets >= 0).all()) and bool((offsets + torch.tensor([oh, ow]) <= sizes).all())
@@ -418,27 +426,32 @@ def crop_batch(images: torch.Tensor, index: torch.Tensor, sizes: torch.Tensor, o
         if not inside:
             raise DataError(f"crop {out_hw} at {offsets.tolist()} leaves images {sizes.tolist()}: "
                             "the slicing path needs crops inside the images")
-        out = torch.stack([images[i, :, t:t + oh, left:left + ow] for i, t, left in
-                           zip(index.tolist(), offsets[:, 0].tolist(), offsets[:, 1].tolist(), strict=True)])
+        views = []
+        for start, (h, w), (t, left) in zip(starts.tolist(), sizes.tolist(), offsets.tolist(), strict=True):
+            views.append(images[start:start + 3 * h * w].view(3, h, w)[:, t:t + oh, left:left + ow])
+        out = torch.stack(views)
         if bool(flips.any()):
             out[flips] = out[flips].flip(3)
         return out
     rows = offsets[:, :1] + torch.arange(oh)  # (B, oh)
     step = torch.arange(ow)
     cols = offsets[:, 1:] + torch.where(flips[:, None], ow - 1 - step, step)  # a flip reverses the columns
-    dev = images.device
     masked = None
     if not inside:
-        masked = (((rows >= 0) & (rows < sizes[:, :1]))[:, :, None]
-                  & ((cols >= 0) & (cols < sizes[:, 1:]))[:, None, :])
-    rows = rows.clamp(0, images.shape[2] - 1).to(dev, non_blocking=True)
-    cols = cols.clamp(0, images.shape[3] - 1).to(dev, non_blocking=True)
-    # gather whole pixels (3 channels) on the (N, H, W, 3) view of the channels-first storage
-    hwc = images.permute(0, 2, 3, 1)
-    out = hwc[index.to(dev, non_blocking=True)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        masked = (((rows >= 0) & (rows < sizes[:, :1]))[:, None, :, None]
+                  & ((cols >= 0) & (cols < sizes[:, 1:]))[:, None, None, :])
+    dev = images.device
+    h, w = sizes[:, 0:1], sizes[:, 1:2]
+    rows = torch.minimum(rows.clamp(min=0), h - 1).to(dev, non_blocking=True)
+    cols = torch.minimum(cols.clamp(min=0), w - 1).to(dev, non_blocking=True)
+    h, w = h.to(dev, non_blocking=True), w.to(dev, non_blocking=True)
+    base = starts.to(dev, non_blocking=True)[:, None, None, None]
+    channel = torch.arange(3, device=dev)[None, :, None, None] * (h * w)[:, :, None, None]
+    flat = base + channel + rows[:, None, :, None] * w[:, :, None, None] + cols[:, None, None, :]
+    out = images[flat]  # (B, 3, oh, ow)
     if masked is not None:
-        out = out * masked[..., None].to(dev, out.dtype)
-    return out.permute(0, 3, 1, 2)  # (B, 3, oh, ow) with channels-last strides
+        out = out * masked.to(dev, out.dtype)
+    return out
 
 
 def normalize_batch(crops: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, *,
@@ -446,8 +459,8 @@ def normalize_batch(crops: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, 
     """(B, 3, H, W) uint8 -> float, the same operations as ToTensor + Normalize.
 
     `mean` and `std` are (3,) float tensors on the batch's device. The uint8 batch is first laid out in
-    the requested memory format (a no-op when it already is: sliced crops are NCHW, gathered ones
-    channels-last), so the float conversion writes the final layout directly.
+    the requested memory format (crops are NCHW; channels-last costs one uint8 copy), so that the float
+    conversion writes the final layout directly.
     """
     x = crops.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return x.float().div_(255).sub_(mean.view(1, 3, 1, 1)).div_(std.view(1, 3, 1, 1))
@@ -492,7 +505,8 @@ class _CropSource(torch.utils.data.Dataset):
 
     def __getitem__(self, item: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
         index, offsets, flips = item
-        crops = crop_batch(self.cache.images, index, self.cache.sizes[index], offsets, flips, self.out_hw)
+        cache = self.cache
+        crops = crop_batch(cache.images, cache.starts[index], cache.sizes[index], offsets, flips, self.out_hw)
         if self.mean is None:
             return crops
         return normalize_batch(crops, self.mean, self.std, channels_last=self.channels_last)
@@ -582,7 +596,8 @@ class CachedLoader:
             return
         images = self._resident if self._resident is not None else self.cache.images
         for index, offsets, flips in plan:
-            crops = crop_batch(images, index, self.cache.sizes[index], offsets, flips, self.out_hw)
+            crops = crop_batch(images, self.cache.starts[index], self.cache.sizes[index], offsets, flips,
+                               self.out_hw)
             yield normalize_batch(crops.to(self.device, non_blocking=True), self.mean, self.std,
                                   channels_last=self.channels_last)
 

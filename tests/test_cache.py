@@ -62,8 +62,12 @@ def test_build_then_reuse_without_decoding(varied, monkeypatch):
     dataset, cache_dir = varied
     first = _open(dataset, cache_dir)
     assert first.built and first.decoded == len(dataset) == 6
-    assert first.images.shape == (6, 3, 72, 150)  # channels first, padded to the widest image
-    assert first.sizes.tolist() == [[72, w] for w in (72, 80, 96, 121, 150, 73)]
+    widths = (72, 80, 96, 121, 150, 73)
+    assert first.images.shape == (3 * 72 * sum(widths),)  # every pixel once, no padding
+    assert first.starts.tolist() == [3 * 72 * sum(widths[:i]) for i in range(6)]
+    for i in range(6):  # channels first, as ToTensor lays them out
+        assert np.array_equal(first.image(i).permute(1, 2, 0).numpy(), np.asarray(dataset[i][0]))
+    assert first.sizes.tolist() == [[72, w] for w in widths]
     assert first.labels.tolist() == dataset.labels
     meta_mtime = (first.directory / "meta.json").stat().st_mtime_ns
 
@@ -107,7 +111,7 @@ def test_image_change_rebuilds_with_new_pixels(varied):
     os.utime(path, ns=(1, 1))  # a different mtime even on coarse file-system clocks
     second = _open(dataset, cache_dir)
     assert second.built and second.directory != first.directory
-    stored = second.images[2, :, :, :96].permute(1, 2, 0).numpy()
+    stored = second.image(2).permute(1, 2, 0).numpy()
     assert np.array_equal(stored, np.asarray(Image.open(path).convert("RGB")))
 
 
@@ -146,25 +150,25 @@ def test_batched_crops_equal_pil_crops(varied, geometry, gather):
     dataset, cache_dir = varied
     opened = _open(dataset, cache_dir, geometry)
     geo = cache.crop_geometry(geometry)
-    n = len(dataset)
-    index = torch.arange(n)
-    gen = torch.Generator().manual_seed(3)
-    offsets = cache.crop_offsets(opened.sizes, geo, gen)
+    index = torch.tensor([4, 0, 5, 2, 1, 3])  # a shuffled batch: starts and sizes follow the index
+    n = len(index)
+    starts, sizes = opened.starts[index], opened.sizes[index]
+    offsets = cache.crop_offsets(sizes, geo, torch.Generator().manual_seed(3))
     flips = torch.tensor([True, False] * (n // 2)) if geometry.flip else torch.zeros(n, dtype=torch.bool)
-    out_hw = cache.output_size(opened.sizes, geo)
+    out_hw = cache.output_size(sizes, geo)
     if geometry.crop == 80 and not gather:
         with pytest.raises(DataError, match="inside the images"):
-            cache.crop_batch(opened.images, index, opened.sizes, offsets, flips, out_hw, gather=False)
+            cache.crop_batch(opened.images, starts, sizes, offsets, flips, out_hw, gather=False)
         return
-    crops = cache.crop_batch(opened.images, index, opened.sizes, offsets, flips, out_hw, gather=gather)
+    crops = cache.crop_batch(opened.images, starts, sizes, offsets, flips, out_hw, gather=gather)
     assert crops.shape == (n, 3, *out_hw) and crops.dtype == torch.uint8
-    for i in range(n):
+    for k, i in enumerate(index.tolist()):
         image, _ = dataset[i]
         if geometry.random_crop:
-            expected = _pil_crop(image, geometry, int(offsets[i, 0]), int(offsets[i, 1]), bool(flips[i]))
+            expected = _pil_crop(image, geometry, int(offsets[k, 0]), int(offsets[k, 1]), bool(flips[k]))
         else:  # the preset's own deterministic transform, no explicit offsets
             expected = np.asarray(transforms.Compose(geometry.ops())(image))
-        assert np.array_equal(_hwc(crops[i]), expected), f"image {i}"
+        assert np.array_equal(_hwc(crops[k]), expected), f"image {i}"
 
 
 def test_random_offsets_cover_the_valid_range(varied):
@@ -286,7 +290,7 @@ def test_generated_suite_parity_every_preset_and_domain(mini_suite, tmp_path):
                 offsets = cache.crop_offsets(opened.sizes[:n], geo, torch.Generator().manual_seed(n))
                 flips = (torch.arange(n) % 2 == 0) & geo.flip
                 out_hw = cache.output_size(opened.sizes, geo)
-                crops = cache.crop_batch(opened.images, torch.arange(n), opened.sizes[:n], offsets, flips,
+                crops = cache.crop_batch(opened.images, opened.starts[:n], opened.sizes[:n], offsets, flips,
                                          out_hw)
                 for i, image in enumerate(images):
                     if geometry.random_crop:
