@@ -459,6 +459,13 @@ def write_reports(out_dir: Path, plan: AnalysisPlan, settings: AnalysisSettings,
     return written
 
 
+def _correlation_sentence(stats: Mapping[str, Any]) -> str:
+    if math.isnan(stats["spearman"]):
+        return f"Correlation not computed: {stats['note']}."
+    return (f"Spearman ρ = {stats['spearman']:.3f} (p = {stats['spearman_p']:.3g}), Pearson r = "
+            f"{stats['pearson']:.3f} (p = {stats['pearson_p']:.3g}); {stats['note']}.")
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text).strip("-").replace("--", "-").lower()
 
@@ -488,8 +495,7 @@ def _link_section(reports: Path, plan: AnalysisPlan, settings: AnalysisSettings,
     parts += [f"Fraction of blocks `{settings.spottune_method}` fine-tunes (mean over evaluation images) "
               f"against the {metric_name}, overall and per third of the network:", "",
               _md_table(table.reset_index(), 3),
-              f"Spearman ρ = {stats['spearman']:.3f} (p = {stats['spearman_p']:.3g}), Pearson r = "
-              f"{stats['pearson']:.3f} (p = {stats['pearson_p']:.3g}); {stats['note']}.", "",
+              _correlation_sentence(stats), "",
               "![spottune link](spottune_link.png)", ""]
     return parts
 

@@ -88,7 +88,8 @@ def plot_link(table: pd.DataFrame, stats: dict, *, distance_name: str = "cosine 
                       xytext=(3, 3), textcoords="offset points")
     left.set_ylabel("fraction of blocks fine-tuned (mean over images)")
     rho = stats.get("spearman", np.nan)
-    left.set_title(f"SpotTune usage vs distance: Spearman {rho:.2f}, n={stats.get('n', 0)}", fontsize=9)
+    shown = "n/a" if np.isnan(rho) else f"{rho:.2f}"
+    left.set_title(f"SpotTune usage vs distance: Spearman {shown}, n={stats.get('n', 0)}", fontsize=9)
     for name, marker in zip(THIRDS, ("o", "s", "^"), strict=True):
         right.scatter(table["distance"], table[name], marker=marker, label=name.replace("_", " "))
     right.set_ylabel("fraction fine-tuned, per third of the blocks")

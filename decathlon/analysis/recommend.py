@@ -121,7 +121,7 @@ def markdown_recommendation(matrix: pd.DataFrame, distance_thresholds: Sequence[
     d0, d1 = distance_thresholds
     s0, s1 = size_thresholds
     d_edges = {"low": f"L (<= {d0:.3g})", "medium": f"M ({d0:.3g}-{d1:.3g}]", "high": f"H (> {d1:.3g})"}
-    s_edges = {"low": f"L (<= {s0:g})", "medium": f"M ({s0:g}-{s1:g}]", "high": f"H (> {s1:g})"}
+    s_edges = {"low": f"L (<= {s0:.3g})", "medium": f"M ({s0:.3g}-{s1:.3g}]", "high": f"H (> {s1:.3g})"}
     lines = [f"| {metric} \\ images per class | " + " | ".join(s_edges[s] for s in LEVELS) + " |",
              "|---|---|---|---|"]
     for d in LEVELS:
