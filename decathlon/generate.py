@@ -44,7 +44,7 @@ from decathlon.domains import (
     DomainSpec,
     mini_domains,
 )
-from decathlon.errors import DataError
+from decathlon.errors import ConfigError, DataError
 from decathlon.io import atomic_write_json
 
 GENERATOR_VERSION = 3  # bump when the drawing code changes: a suite of an older version is regenerated
@@ -1227,7 +1227,11 @@ def generate_suite(
     rather than being replaced.
     """
     if image_size < 8:
-        raise DataError(f"image_size={image_size}: expected at least 8 pixels")
+        raise ConfigError(f"image_size={image_size}: expected at least 8 pixels")
+    for name, counts, n in (("source_counts", source_counts, 3), ("target_counts", target_counts, 3),
+                            ("extra_counts", extra_counts, 2)):
+        if len(counts) != n or any(int(c) < 1 for c in counts):
+            raise ConfigError(f"{name}={tuple(counts)}: expected {n} image counts per class, each at least 1")
     params = _params(seed, image_size, source_counts, target_counts, extra_counts)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from decathlon.domains import (
     get_domain,
     suite_domains,
 )
-from decathlon.errors import DataError, UnknownNameError
+from decathlon.errors import ConfigError, DataError, UnknownNameError
 from decathlon.generate import MARKER, MINI_DOMAINS, SuitePaths, ensure_suite, generate_suite, suite_specs
 
 # --------------------------------------------------------------------------- registry facts
@@ -268,5 +268,8 @@ def test_generator_refuses_to_replace_folders_it_did_not_write(tmp_path):
     with pytest.raises(DataError, match="decathlon-1.0 exists and was not written by decathlon.generate"):
         generate_suite(tmp_path, **TINY)
     assert precious.read_text() == "{}"
-    with pytest.raises(DataError, match="image_size=4"):
+    with pytest.raises(ConfigError, match="image_size=4"):
         generate_suite(tmp_path / "x", image_size=4)
+    with pytest.raises(ConfigError, match=r"target_counts=\(4, 0, 1\): expected 3 image counts"):
+        generate_suite(tmp_path / "x", target_counts=(4, 0, 1))
+    assert not (tmp_path / "x").exists()
