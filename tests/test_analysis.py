@@ -308,3 +308,30 @@ def test_best_practices_end_to_end_on_the_generated_suite(mini_suite, tmp_path, 
     assert "0 sweep jobs run, 16 already finished" in printed and "distance imagenet12" not in printed
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "analysis").rglob("result.json")}
     assert json.loads((reports / "spottune_link_stats.json").read_text())["n"] == 2
+
+
+def test_reports_without_spottune_results_say_so(tmp_path):
+    from decathlon.analysis.best_practices import AnalysisPlan, write_reports
+    from decathlon.domains import get_domain
+    from decathlon.store import Store
+
+    config = RunConfig(suite="mini", domain="dtd", data_root="/data")
+    plan = AnalysisPlan(suite="mini", source=get_domain("imagenet12", suite="mini"),
+                        source_config=config.replace(domain="imagenet12"),
+                        targets={"near": config, "mid": config, "far": config}, skipped={}, seeds=(0,),
+                        needs=())
+    rows = {n: {"cosine": c, "mmd2": c, "linear_acc": 0.5 + c, "cnn_acc": 0.5 + c}
+            for n, c in (("near", 0.1), ("mid", 0.2), ("far", 0.4))}
+    results = _sweep_rows([("near", 1, 40.0, 45.0), ("mid", 1, 50.0, 50.0), ("far", 24, 80.0, 50.0)])
+    results["state"] = "finished"
+    empty = Store(jobs=pd.DataFrame(), policy=pd.DataFrame())
+    written = write_reports(tmp_path, plan, AnalysisSettings(), dist.distance_table(rows), results, empty,
+                            generated=True, wall_s=1.0)
+    reports = tmp_path / "reports" / "analysis"
+    assert reports / "README.md" in written and (reports / "recommendation.md").is_file()
+    readme = (reports / "README.md").read_text()
+    assert "No `spottune` policies in the results store" in readme
+    assert "terciles of the measured values" in readme  # generated suite: tercile thresholds, said so
+    cells = pd.read_csv(reports / "recommendation.csv").set_index(["distance_level", "size_level"])
+    assert cells.loc[("low", "low"), "decision"] == "Freeze"
+    assert cells.loc[("high", "high"), "decision"] == "Tune"

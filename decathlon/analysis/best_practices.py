@@ -183,6 +183,8 @@ def analysis_plan(jobs: Sequence[Job], out_dir: Path, settings: AnalysisSettings
     for job in sorted(transfer, key=lambda j: j.config.seed):
         if not get_domain(job.config.domain, suite=job.config.suite).is_source:
             by_domain.setdefault(job.config.domain, job.config)
+    if not by_domain:
+        raise ConfigError("--analysis best-practices: the plan has no target domain (only the source)")
     if pretrain is not None:
         path = pretrained_path(pretrain, out_dir)
         if not path.is_file():
