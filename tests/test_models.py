@@ -17,6 +17,7 @@ from spottune.backbones import (
     TorchvisionResNet,
     create_backbone,
     load_torchvision_state,
+    load_weights_file,
 )
 from spottune.checkpoint import load_checkpoint, save_checkpoint
 from spottune.model import SpotTune, route_sparse
@@ -203,14 +204,15 @@ def test_imagenet_weights_offline_raise_a_checkpoint_error(monkeypatch):
         create_backbone("resnet50", 10, weights="imagenet")
 
 
-def test_torchvision_state_dict_loads_by_name_and_drops_classifier():
+def test_torchvision_state_dict_file_loads_by_name_and_drops_classifier(tmp_path):
     import torchvision
 
     torch.manual_seed(0)
-    reference = torchvision.models.resnet18(num_classes=1000).eval()
+    reference = torchvision.models.resnet18(num_classes=1000).eval()  # the smallest torchvision ResNet
     randomise_bn(reference)
+    torch.save(reference.state_dict(), tmp_path / "resnet18-imagenet.pth")
     net = TorchvisionResNet("resnet18", num_classes=4).eval()
-    load_torchvision_state(net, reference.state_dict())
+    load_weights_file(net, "resnet18", tmp_path / "resnet18-imagenet.pth")
     x = images(2)
     with torch.no_grad():
         expected = torch.flatten(reference.avgpool(reference.layer4(reference.layer3(reference.layer2(
