@@ -358,9 +358,8 @@ def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *
         with _autocast(device, config):
             output = method.forward(runner, images, generator=generator)
         logits = output.logits.float()
-        labelled = labels >= 0  # unlabelled test images (label -1) are predicted but not scored
-        loss_sum += F.cross_entropy(logits[labelled], labels[labelled], reduction="sum") if labelled.any() \
-            else torch.zeros((), device=device)
+        # unlabelled test images (label -1) are predicted but not scored; no per-batch host sync
+        loss_sum += F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
         predicted.append(logits.argmax(1))
         labels_all.append(labels)
         if output.policy is not None:
