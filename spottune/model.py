@@ -59,6 +59,8 @@ class SpotTune(nn.Module):
         self.tau = tau
         self.frozen_bn = frozen_bn
         self.eval_policy = "argmax"
+        for part in (self.stem, self.tuned_blocks, self.head):  # whatever the backbone's flags were
+            part.requires_grad_(True)
         for module in self.blocks.modules():
             trainable = _is_bn(module) and frozen_bn == "faithful"
             for p in module.parameters(recurse=False):

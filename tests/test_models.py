@@ -421,6 +421,8 @@ def test_given_policy_needs_no_policy_net_and_is_checked():
 
 def test_faithful_mode_trains_every_bn_and_freezes_pretrained_convs():
     model, _ = small_spottune(frozen_bn="faithful")
+    frozen_backbone = ResNet26(5, width=WIDTH).requires_grad_(False)  # e.g. left frozen by another method
+    assert all(p.requires_grad for p in SpotTune(frozen_backbone, 5).tuned_blocks.parameters())
     for name, p in model.named_parameters():
         frozen = name.startswith("blocks.") and ".bn" not in name
         assert p.requires_grad != frozen, name
