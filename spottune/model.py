@@ -131,8 +131,9 @@ class SpotTune(nn.Module):
         """Pooled features of `x` routed by `policy` (batch, blocks)."""
         x = self.stem(x)
         if sparse:
-            # one host transfer for the whole policy instead of a device sync per block
-            routes = policy.detach().to("cpu", torch.bool)
+            # one host transfer for the whole policy instead of a device sync per block; decisions are
+            # hard in {0, 1}, thresholding at 0.5 only guards against rounding
+            routes = policy.detach().to("cpu") > 0.5
             for l, (frozen, tuned) in enumerate(zip(self.blocks, self.tuned_blocks, strict=True)):
                 x = route_sparse(frozen, tuned, x, routes[:, l])
         else:
