@@ -61,7 +61,8 @@ class Method(ABC):
         return [{"name": "network", "params": params, "lr": config.lr, "weight_decay": weight_decay,
                  "momentum": config.momentum}]
 
-    def forward(self, model: nn.Module, images: torch.Tensor, *, generator: torch.Generator | None = None) -> Output:
+    def forward(self, model: nn.Module, images: torch.Tensor, *,
+                generator: torch.Generator | None = None) -> Output:
         """Run the model. `generator` drives any sampling (Gumbel noise, random routing)."""
         return Output(model(images))
 
