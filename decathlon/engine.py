@@ -469,7 +469,12 @@ def run(config: RunConfig, run_dir: str | Path, *, progress: Progress | None = N
     run_dir = Path(run_dir)
     result_path = run_dir / RESULT
     if result_path.is_file():
-        return json.loads(result_path.read_text())
+        result = json.loads(result_path.read_text())
+        expected = _identity(config)
+        found = {k: result.get(k) for k in expected}
+        if found != expected:
+            raise CheckpointError(f"{result_path}: finished run of another job {found}; expected {expected}")
+        return result
     config.validate()
     method = get_method(config.method)
     spec = get_domain(config.domain, suite=config.suite)

@@ -123,6 +123,9 @@ def test_resume_refuses_another_config(reference_run, tmp_path):
     (tmp_path / CHECKPOINT).write_bytes((reference / CHECKPOINT).read_bytes())
     with pytest.raises(CheckpointError, match="another configuration"):
         run(config.replace(lr=0.05), tmp_path)
+    with pytest.raises(CheckpointError, match="another job"):  # a finished run is not another job's result
+        run(config.replace(seed=3), reference)
+    assert run(config, reference) == json.loads((reference / "result.json").read_text())
 
 
 def test_running_ft_evaluates_spottune_checkpoint(reference_run, mini_suite, tmp_path):
