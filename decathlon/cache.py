@@ -241,30 +241,43 @@ class ImageCache:
         return state
 
 
+_CHUNK = 1024  # images handed to the decoding threads at a time (bounds the memory of pending results)
+
+
+def _chunks(n: int) -> Iterator[range]:
+    return (range(i, min(i + _CHUNK, n)) for i in range(0, n, _CHUNK))
+
+
 def _write_cache(tmp: Path, paths: Sequence[Path], labels: Sequence[int], resize: Any, interpolation: Any,
                  meta: dict[str, Any], progress: bool, threads: int) -> int:
     """Decode every image into `tmp` (images, starts, sizes, labels; meta.json last). Returns N."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    sizes = np.asarray([resized_size(*_header_size(p), resize) for p in paths], dtype=np.int64).reshape(-1, 2)
     n = len(paths)
-    counts = 3 * sizes[:, 0] * sizes[:, 1]
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if n else np.zeros(0, np.int64)
-    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
-                                       shape=(max(int(counts.sum()), 1),))
     columns = (TextColumn("caching {task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn())
+    # PIL releases the GIL while reading headers and decoding: threads overlap the I/O and the decoding
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar, \
-            ThreadPoolExecutor(max_workers=threads) as pool:  # PIL releases the GIL while decoding
+            ThreadPoolExecutor(max_workers=threads) as pool:
+        headers = [hw for chunk in _chunks(n) for hw in pool.map(lambda i: _header_size(paths[i]), chunk)]
+        sizes = np.asarray([resized_size(h, w, resize) for h, w in headers], dtype=np.int64).reshape(-1, 2)
+        counts = 3 * sizes[:, 0] * sizes[:, 1]
+        starts = (np.cumsum(counts) - counts).astype(np.int64)  # exclusive prefix sum
+        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8,
+                                           shape=(max(int(counts.sum()), 1),))
         task = bar.add_task(meta["name"], total=n)
-        for i, array in enumerate(pool.map(lambda p: decode_image(p, resize, interpolation), paths)):
-            h, w = int(sizes[i, 0]), int(sizes[i, 1])
-            if array.shape != (h, w, 3):
-                raise DataError(f"image {paths[i]} decoded to {array.shape[:2]}, but its header promised "
-                                f"{(h, w)} after resize {resize}")
-            images[starts[i]:starts[i] + counts[i]] = array.transpose(2, 0, 1).reshape(-1)
-            bar.advance(task)
+        def decode(i: int) -> np.ndarray:
+            return decode_image(paths[i], resize, interpolation)
+
+        for chunk in _chunks(n):
+            for i, array in zip(chunk, pool.map(decode, chunk), strict=True):
+                h, w = int(sizes[i, 0]), int(sizes[i, 1])
+                if array.shape != (h, w, 3):
+                    raise DataError(f"image {paths[i]} decoded to {array.shape[:2]}, but its header promised "
+                                    f"{(h, w)} after resize {resize}")
+                images[starts[i]:starts[i] + counts[i]] = array.transpose(2, 0, 1).reshape(-1)
+            bar.advance(task, len(chunk))
     images.flush()
     del images
     np.save(tmp / "sizes.npy", sizes)
