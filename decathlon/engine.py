@@ -589,6 +589,7 @@ def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: Domain
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.is_file():
         position = _resume(checkpoint_path, config, model, optimizer, scheduler, scaler, generators)
+        _write_epochs(run_dir, position["history"])  # a kill may have come between checkpoint and log
     session_start = time.perf_counter()
     for epoch in range(position["epoch"], config.epochs):
         if progress is not None:
