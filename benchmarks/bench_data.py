@@ -11,8 +11,8 @@ folder, then times full training epochs (faithful preset: Resize(72) + RandomCro
 - ``cache``: ``decathlon.cache.make_train_loader(..., num_workers=k)`` after the one-off decode, which is
   timed separately.
 
-Both produce normalised float batches on the CPU; worker start-up is part of every epoch (the engine does
-not keep workers alive between epochs).
+Both produce normalised float batches on the CPU. Worker start-up is timed as the engine pays it: the
+reference DataLoader starts its workers every epoch, the cache loader keeps its workers for the run.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -131,10 +132,14 @@ def _batch(px: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------------------------- sections
 
 
-def section_loader(images: int, epochs: int) -> dict[str, Any]:
-    """Loader images/s, PIL vs cache, 0 and 2 workers (bench_data)."""
+def section_loader(images: int, epochs: int, start_method: str) -> dict[str, Any]:
+    """Loader images/s, PIL vs cache, 0 and 2 workers (bench_data). `start_method` is the calling
+    interpreter's default: a spawned section process would otherwise spawn its DataLoader workers too."""
+    import multiprocessing
+
     import bench_data
 
+    multiprocessing.set_start_method(start_method, force=True)
     torch.set_num_threads(1)  # loaders compared, not intra-op threads
     with tempfile.TemporaryDirectory(prefix="bench-all-") as tmp:
         root = bench_data.write_domain(Path(tmp), images)
@@ -355,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         args.methods = args.methods or ["finetune", "spottune", "feature-extractor"]
     info = machine()
     print(machine_line(info), flush=True)
-    jobs = {"loader": (section_loader, args.images, args.epochs),
+    start_method = multiprocessing.get_start_method()
+    jobs = {"loader": (section_loader, args.images, args.epochs, start_method),
             "methods": (section_methods, args.methods or trainable_methods(), args.repeats),
             "spottune_step": (section_spottune_step, args.repeats),
             "eval": (section_eval, max(args.repeats, 3))}
