@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 # Outcome statuses (decathlon.executors.Outcome.status)
@@ -131,8 +132,6 @@ class LineProgress(Tracker):
         self._line(f"{status} {job_id}{': ' + message if message else ''} | {self.summary()}")
 
 
-def _epochs(info: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    return info.get("epoch"), info.get("epochs")
 
 
 class RichProgress(Tracker):
@@ -145,6 +144,7 @@ class RichProgress(Tracker):
                              TimeElapsedColumn(), console=self.console, transient=False)
         self.overall: TaskID | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.epochs: dict[str, int] = {}  # job id -> epochs of the run (from its epoch_start events)
         self.live = False
 
     def start(self, jobs: Sequence[Any]) -> None:
@@ -163,28 +163,33 @@ class RichProgress(Tracker):
         self._refresh_overall()
 
     def job_event(self, job_id: str, event: str, info: Mapping[str, Any]) -> None:
+        # engine events: epoch_start(epoch counted from 0, epochs), batch(epoch, step, steps, loss),
+        # epoch_end(epoch counted from 1, metrics)
         task = self.tasks.get(job_id)
         if task is None:
             return
-        epoch, epochs = _epochs(info)
-        label = f"  {job_id} epoch {epoch}/{epochs}" if epoch is not None else f"  {job_id}"
-        batches = info.get("batches")
-        if event == "batch" and batches:
-            self.bars.update(task, total=batches, completed=info.get("batch", 0), description=label)
+        if "epochs" in info:
+            self.epochs[job_id] = info["epochs"]
+        epochs = self.epochs.get(job_id, "?")
+        if event == "batch" and info.get("steps"):
+            label = f"  {job_id} epoch {info.get('epoch', 0) + 1}/{epochs}"
+            self.bars.update(task, total=info["steps"], completed=info.get("step", 0), description=label)
+        elif event == "epoch_start":
+            label = f"  {job_id} epoch {info.get('epoch', 0) + 1}/{epochs}"
+            self.bars.update(task, total=None, completed=0, description=label)
         elif event == "epoch_end":
-            self.bars.update(task, total=epochs, completed=epoch, description=label)
-            self.console.log(f"{job_id} {format_info(info)}")
-        else:
-            self.bars.update(task, description=label)
+            self.console.log(escape(f"{job_id} {format_info(info)}"))
 
     def job_finished(self, job_id: str, status: str, message: str = "") -> None:
         super().job_finished(job_id, status, message)
+        self.epochs.pop(job_id, None)
         task = self.tasks.pop(job_id, None)
         if task is not None:
             self.bars.remove_task(task)
         if status != CACHED:
-            style = {DONE: "green", FAILED: "bold red", SKIPPED: "yellow"}.get(status, "")
-            self.console.log(f"[{style}]{status}[/] {job_id}{': ' + message if message else ''}")
+            style = {DONE: "green", FAILED: "bold red", SKIPPED: "yellow"}[status]
+            text = escape(f"{job_id}{': ' + message if message else ''}")
+            self.console.log(f"[{style}]{status}[/] {text}")
         self._refresh_overall()
 
     def close(self) -> None:

@@ -54,17 +54,18 @@ def _frozen(**values: Any) -> Mapping[str, Any]:
 _EXTRA_RECIPE = _frozen(backbone="resnet50")
 
 # The generated suite on 2 CPU cores. Width 0.25 makes ResNet-26 ~0.4 M parameters; batch 32 keeps
-# steps cheap; num_workers 0 avoids forking DataLoader workers for a few hundred tiny images. Epochs are
+# steps cheap; num_workers 0 avoids forking DataLoader workers for a few hundred tiny images; the
+# decode-once cache (decathlon.cache) removes JPEG decoding from every epoch. Epochs are
 # the measured compromise between accuracy above chance and the 15-minute budget of
 # `python run_all.py --suite mini` on 2 CPU cores.
 _MINI_TRANSFER = _frozen(
-    width=0.25, epochs=4, batch_size=32, eval_batch_size=128, num_workers=0, protocol="trainval->test",
-    schedule="faithful", preset="faithful", backbone="resnet26",
+    width=0.25, epochs=3, batch_size=32, eval_batch_size=128, num_workers=0, protocol="trainval->test",
+    schedule="faithful", preset="faithful", backbone="resnet26", cache=True,
 )
 # Source pretraining of the mini backbone: more epochs than a transfer job (the source has more classes
 # and images, and every transfer job starts from it); the Decathlon source weight decay (1e-4).
 _MINI_PRETRAIN = _frozen(
-    width=0.25, epochs=12, batch_size=64, eval_batch_size=128, num_workers=0, lr=0.1,
+    width=0.25, epochs=8, batch_size=64, eval_batch_size=128, num_workers=0, lr=0.1,
     schedule="cosine", backbone="resnet26", weight_decay=1e-4,
 )
 

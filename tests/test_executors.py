@@ -181,3 +181,27 @@ def test_line_progress_writes_one_line_per_event():
     assert lines[2].endswith("epoch_start x epoch=0 epochs=2")
     assert lines[3].endswith("epoch_end x epoch=1 train_loss=1.235")
     assert "failed x: ValueError: [boom]" in lines[4] and "1 failed" in lines[4]
+
+
+def test_rich_progress_follows_engine_events():
+    from rich.console import Console
+
+    from decathlon.progress import RichProgress, make_progress
+
+    stream = io.StringIO()
+    display = RichProgress(Console(file=stream, force_terminal=False, width=200))
+    display.start(["a", "b"])
+    display.job_started("a")
+    callback = display.callback("a")
+    callback("epoch_start", epoch=0, epochs=2)
+    callback("batch", epoch=0, step=3, steps=8, loss=2.0)
+    task = display.bars.tasks[display.tasks["a"]]
+    assert (task.completed, task.total) == (3, 8) and "epoch 1/2" in task.description
+    callback("epoch_end", epoch=1, train_loss=1.5)
+    display.job_finished("a", FAILED, "ValueError: [x]")  # brackets are text, not markup
+    display.job_finished("b", CACHED)
+    display.close()
+    overall = display.bars.tasks[display.overall]
+    assert overall.completed == 2 and "1 failed" in overall.description
+    assert "ValueError: [x]" in stream.getvalue() and "train_loss=1.5" in stream.getvalue()
+    assert isinstance(make_progress(stream=io.StringIO()), LineProgress)  # not a terminal: plain lines
