@@ -90,7 +90,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the plan as a table and exit")
     run.add_argument("--report-only", action="store_true", help="rebuild the store and reports; run nothing")
     run.add_argument("--no-report", action="store_true", help="do not render the reports after the run")
-    run.add_argument("--force", action="store_true", help="redo the selected jobs even when finished")
+    run.add_argument("--force", action="store_true",
+                     help="redo the selected jobs even when finished (not the mini source pretraining)")
     run.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
     run.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
     run.add_argument("--analysis", nargs="+", metavar=("NAME", "KEY=VALUE"),
@@ -441,7 +442,8 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
         say(f"generated suite: {data_dir} (generated on first use)")
         ensure_suite(data_dir, seed=0)
     if args.force:
-        removed = clear_run_dirs(jobs, out_dir)
+        # the shared source backbone is kept: other, unforced results were trained from it
+        removed = clear_run_dirs([j for j in jobs if j.kind != PRETRAIN], out_dir)
         say(f"--force: removed {len(removed)} run directories")
     executor = make_executor(args, out_dir)
     with make_progress(workers=executor.workers, stream=stdout) as tracker:

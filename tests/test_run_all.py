@@ -66,6 +66,19 @@ def test_first_command_runs_plan_store_and_reports_then_skips_finished(mini_suit
     assert "5 jobs: 0 run" in again.stdout and "5 already finished" in again.stdout
     assert _mtimes(_results(out)) | {"pretrain": pretrain[0].stat().st_mtime_ns} == stamps
 
+    # --force redoes exactly the selected jobs (the shared source backbone stays)
+    forced = [a if a != "finetune,spottune" else "finetune" for a in args]
+    forced[forced.index("svhn,dtd")] = "svhn"
+    assert runner.main([*forced, "--force", "--no-report"]) == 0
+    now = _mtimes(_results(out)) | {"pretrain": pretrain[0].stat().st_mtime_ns}
+    changed = {k for k in now if now[k] != stamps[k]}
+    assert len(changed) == 1 and changed.pop().startswith("mini/finetune/svhn/")
+
+    # --report-only rebuilds the store and the reports from the run dirs, running nothing
+    (out / "store.csv").unlink()
+    assert runner.main(["--report-only", "--out", str(out)]) == 0
+    assert len(pd.read_csv(out / "store.csv")) == 4
+
 
 def _spottune_dir(out: Path) -> Path | None:
     found = list((out / "runs" / "mini" / "spottune" / "svhn").glob("s0/*/*"))
