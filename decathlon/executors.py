@@ -233,16 +233,23 @@ class LocalExecutor:
         free = list(range(len(self.slots)))
         events: queue.Queue = queue.Queue()
         while pending or running:
-            for job in list(pending):
-                if _settle(job, out_dir, outcomes, tracker):
-                    pending.remove(job)
-                elif free and _ready(job, outcomes, planned):
-                    slot = free.pop(0)
-                    tracker.job_started(job.job_id)
-                    self._launch(job, out_dir, self.slots[slot], events)
-                    running[job.job_id] = (slot, None, time.monotonic())
-                    pending.remove(job)
+            changed = True
+            while changed:  # settle and launch until nothing more can (a settled job may unblock another)
+                changed = False
+                for job in list(pending):
+                    if _settle(job, out_dir, outcomes, tracker):
+                        pending.remove(job)
+                        changed = True
+                    elif free and _ready(job, outcomes, planned):
+                        slot = free.pop(0)
+                        tracker.job_started(job.job_id)
+                        self._launch(job, out_dir, self.slots[slot], events)
+                        running[job.job_id] = (slot, None, time.monotonic())
+                        pending.remove(job)
+                        changed = True
             if not running:
+                if pending:  # nothing runs and nothing can start: a need outside any order
+                    raise ValueError(f"jobs wait for needs that never run: {[j.job_id for j in pending]}")
                 continue
             kind, job_id, payload = events.get()
             slot, reported, start = running[job_id]
@@ -411,7 +418,13 @@ class SubmititExecutor:
             for job in ready:
                 tracker.job_started(job.job_id)
             handles = self.submit(ready, out_dir)
-            outcomes.update(self.wait(ready, handles, out_dir, tracker))
+            try:
+                outcomes.update(self.wait(ready, handles, out_dir, tracker))
+            except BaseException:
+                # interrupted: cancel what was submitted, so that a rerun does not race with it
+                for handle in handles:
+                    handle.cancel(check=False)
+                raise
         return outcomes
 
     def wait(self, jobs: Sequence[Job], handles: Sequence[Any], out_dir: Path,

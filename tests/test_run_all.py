@@ -44,7 +44,7 @@ def _mtimes(paths) -> dict:
     return {k: p.stat().st_mtime_ns for k, p in paths.items()}
 
 
-def test_first_command_runs_plan_store_and_reports_then_skips_finished(mini_suite, tmp_path):
+def test_first_command_runs_plan_store_and_reports_then_skips_finished(mini_suite, tmp_path, capsys):
     out = tmp_path / "results"
     data = str(mini_suite.decathlon_root.parent)
     args = ["--suite", "mini", "--data-root", data, "--out", str(out), "--epochs", "1",
@@ -62,8 +62,9 @@ def test_first_command_runs_plan_store_and_reports_then_skips_finished(mini_suit
     assert (out / "policy.csv").is_file() and (out / "reports").is_dir() and any((out / "reports").iterdir())
 
     stamps = _mtimes(results) | {"pretrain": pretrain[0].stat().st_mtime_ns}
-    again = run_all(*args)
-    assert "5 jobs: 0 run" in again.stdout and "5 already finished" in again.stdout
+    assert runner.main(list(args)) == 0  # the same command again, in this process
+    again = capsys.readouterr().out
+    assert "5 jobs: 0 run" in again and "5 already finished" in again
     assert _mtimes(_results(out)) | {"pretrain": pretrain[0].stat().st_mtime_ns} == stamps
 
     # --force redoes exactly the selected jobs (the shared source backbone stays)
