@@ -266,8 +266,14 @@ def _weights(path: Path | None, flag: str, suite: str, expected: str,
 
 
 def family_roots(args: argparse.Namespace, suite: str, families: Sequence[str],
-                 methods: Sequence[Method]) -> dict[str, dict[str, Any]]:
-    """Data root and pretrained weights of each family of a real suite, checked to exist."""
+                 methods: Sequence[Method], weights_set: bool = False) -> dict[str, dict[str, Any]]:
+    """Data root and pretrained weights of each family of a real suite, checked to exist.
+
+    With `weights_set` (``--set pretrained=...`` given, e.g. ``imagenet`` for torchvision's download),
+    the weights are left to that override.
+    """
+    if weights_set:
+        methods = ()  # no --pretrained file is required
     out: dict[str, dict[str, Any]] = {}
     if DECATHLON_FAMILY in families:
         out[DECATHLON_FAMILY] = {
@@ -305,7 +311,10 @@ def make_plan(args: argparse.Namespace, suite: str, out_dir: Path) -> tuple[tupl
         roots = {DECATHLON_FAMILY: {"data_root": str(decathlon_root)},
                  EXTRA_FAMILY: {"data_root": str(extra_root)}}
     else:
-        roots = family_roots(args, suite, families, methods)
+        roots = family_roots(args, suite, families, methods, weights_set="pretrained" in overrides)
+        if "pretrained" in overrides:
+            for values in roots.values():
+                values.pop("pretrained")
     configs = {f: RunConfig.from_dict({**settings.overrides(f), **overrides, **roots[f]}) for f in families}
     pretrain = None
     if settings.pretrain is not None:

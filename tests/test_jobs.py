@@ -182,6 +182,10 @@ def test_unknown_names_and_missing_roots_give_one_line_errors(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     with pytest.raises(UnknownNameError):
         runner.main(["--methods", "nope", "--dry-run", "--debug"])
+    # weights named by --set instead of --pretrained (e.g. torchvision's download) satisfy the suite
+    assert runner.main(["--suite", "decathlon", "--data-root", str(tmp_path), "--set", "pretrained=imagenet",
+                        "--methods", "finetune", "--dry-run", "--out", str(tmp_path / "o")]) == 0
+    assert "decathlon/finetune/svhn/s0/trainval-test/" in capsys.readouterr().out
 
 
 def test_list_methods_names_every_registered_method(capsys):
