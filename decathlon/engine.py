@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from decathlon.config import RunConfig
+from decathlon.config import IDENTITY_FIELDS, RunConfig
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.errors import CheckpointError, ConfigError
 from decathlon.io import atomic_write_json, atomic_write_text
@@ -588,7 +588,8 @@ def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: Domain
     position = {"epoch": 0, "history": [], "train_seconds": 0.0, "train_images": 0, "wall_time_s": 0.0}
     checkpoint_path = run_dir / CHECKPOINT
     if checkpoint_path.is_file():
-        position = _resume(checkpoint_path, config, model, optimizer, scheduler, scaler, generators)
+        position = load_run_checkpoint(checkpoint_path, config, model, optimizer, scheduler, scaler,
+                                       generators)
         _write_epochs(run_dir, position["history"])  # a kill may have come between checkpoint and log
     session_start = time.perf_counter()
     for epoch in range(position["epoch"], config.epochs):
@@ -619,16 +620,22 @@ def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: Domain
                    version=version, reference_params=reference_parameters(config, data.num_classes))
 
 
-def _resume(path: Path, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-            scaler: torch.amp.GradScaler | None, generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
+def load_run_checkpoint(path: Path, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        scheduler: Any, scaler: torch.amp.GradScaler | None,
+                        generators: Mapping[str, torch.Generator]) -> dict[str, Any]:
+    """Restore what :func:`save_run_checkpoint` wrote (model, optimizer, scheduler, scaler, every RNG) and
+    return its position. CheckpointError when the file was written by another configuration: other
+    settings (hash) or another job (suite, method, domain, seed, protocol, which the hash leaves out)."""
     from spottune.checkpoint import load_checkpoint
 
     content = load_checkpoint(path)
     extra = content["extra"]
-    if extra.get("config_hash") != config.hash() or content["config"].get("method") != config.method:
-        raise CheckpointError(f"{path} was written by another configuration (hash {extra.get('config_hash')},"
-                              f"method {content['config'].get('method')!r}); expected hash {config.hash()} "
-                              f"of {config.method!r}: remove the run directory or use another one")
+    found = {k: content["config"].get(k) for k in IDENTITY_FIELDS}
+    expected = {k: getattr(config, k) for k in IDENTITY_FIELDS}
+    if extra.get("config_hash") != config.hash() or found != expected:
+        raise CheckpointError(f"{path} was written by another configuration (hash "
+                              f"{extra.get('config_hash')}, {found}); expected hash {config.hash()} of "
+                              f"{expected}: remove the run directory or use another one")
     load_model_state(model, content["model_state"], str(path))
     optimizer.load_state_dict(extra["optimizer"])
     scheduler.load_state_dict(extra["scheduler"])

@@ -13,6 +13,14 @@ the process count. Launch it either with torchrun (which sets RANK / WORLD_SIZE 
 or with ``--nproc N``, which spawns N local processes itself (gloo on the CPU, nccl on CUDA). Only rank 0
 evaluates and writes files. Settings come from :class:`~decathlon.config.RunConfig` (``domain`` = the
 source domain, ``backbone``, ``width``, ``epochs``, ``lr``, ``schedule``, ``batch_size``, ...).
+
+Resume: after every epoch rank 0 writes ``run_dir/checkpoint.pt`` atomically with the engine's
+:func:`~decathlon.engine.save_run_checkpoint` (model, optimizer, scheduler, RNG states, position; loadable
+with ``weights_only=True``). A run started again in the same folder (single process, ``--nproc`` or
+torchrun) loads it on every rank and continues after the last finished epoch. Each rank's own RNG state
+is saved too (``position["rank_rng"]``), so every rank resumes its own augmentation stream; on the CPU a
+resumed single-process run ends with exactly the weights of an uninterrupted one. The run folder must be
+visible to every rank (one machine, or a shared file system).
 """
 
 from __future__ import annotations
@@ -34,11 +42,16 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from decathlon.config import RunConfig
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.engine import (
+    CHECKPOINT,
     balanced_subset,
     derive_seed,
+    load_run_checkpoint,
     resolve_device,
+    rng_state,
+    save_run_checkpoint,
     seed_everything,
     seed_worker,
+    set_rng_state,
 )
 from decathlon.errors import ConfigError, HarnessError
 from decathlon.io import atomic_write_json
@@ -91,11 +104,31 @@ def _top1(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
     return 100.0 * float(correct) / max(seen, 1)
 
 
+def _rank_rng_states(rank: int, world_size: int) -> list[dict[str, Any]] | None:
+    """Every rank's RNG state, gathered on rank 0 (None on the other ranks and in a single process)."""
+    if world_size == 1:
+        return None
+    states: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(rng_state({}), states, dst=0)
+    return states
+
+
+def _restore_rank_rng(position: dict[str, Any], seed: int, rank: int) -> None:
+    """Put this rank's own RNG state back after a resume (which restored rank 0's on every rank)."""
+    states = position.get("rank_rng") or []
+    if rank < len(states):
+        set_rng_state(states[rank], {})
+    elif rank > 0:
+        # the checkpoint came from fewer processes: a fresh stream, distinct per rank and per epoch
+        torch.manual_seed(derive_seed(seed, "global") + rank + 7919 * position["epoch"])
+
+
 def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: int = 1,
           progress: Any = None) -> dict[str, Any]:
     """Pretrain on this process (one of `world_size`; the process group must already be initialised when
-    `world_size` > 1). Rank 0 writes ``run_dir/backbone.pt`` and returns the summary; every rank returns
-    its final backbone state under ``"state"`` (used by tests to compare ranks)."""
+    `world_size` > 1), resuming from ``run_dir/checkpoint.pt`` when present. Rank 0 writes the per-epoch
+    checkpoint and ``run_dir/backbone.pt`` and returns the summary; every rank returns its final backbone
+    state under ``"state"`` (used by tests to compare ranks)."""
     from spottune.backbones import create_backbone
     from spottune.checkpoint import save_checkpoint
 
@@ -108,18 +141,27 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
     model = create_backbone(config.backbone, spec.num_classes, width=config.width).to(device)
     torch.manual_seed(derive_seed(config.seed, "global") + rank)  # per-rank augmentation streams
     train_loader, sampler, eval_loader = _loaders(config, spec, rank, world_size, device)
-    net: nn.Module = model
-    if world_size > 1:
-        device_ids = [device.index] if device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     weight_decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=weight_decay)
     scheduler = build_scheduler(optimizer, config.schedule, config.epochs, milestones=config.milestones,
                                 gamma=config.lr_gamma)
-    start = time.perf_counter()
-    history = []
-    for epoch in range(config.epochs):
+    checkpoint_path = Path(run_dir) / CHECKPOINT
+    position: dict[str, Any] = {"epoch": 0, "history": [], "wall_time_s": 0.0}
+    # every rank reads the file before the first collective; rank 0 rewrites it only after a gather that
+    # needs every rank, so no rank can read a newer checkpoint than the others
+    if checkpoint_path.is_file():
+        position = load_run_checkpoint(checkpoint_path, config, model, optimizer, scheduler, None, {})
+        _restore_rank_rng(position, config.seed, rank)
+    resumed_from = position["epoch"]
+    net: nn.Module = model
+    if world_size > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    session_start = time.perf_counter()
+    for epoch in range(position["epoch"], config.epochs):
+        if progress is not None and rank == 0:
+            progress("epoch_start", epoch=epoch, epochs=config.epochs)
         sampler.set_epoch(epoch)
         net.train()
         loss_sum = torch.zeros((), device=device)
@@ -134,9 +176,17 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
             seen += labels.shape[0]
         scheduler.step()
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1)}
-        history.append(record)
-        if progress is not None and rank == 0:
-            progress("epoch_end", **record)
+        position = {"epoch": epoch + 1, "history": [*position["history"], record],
+                    "wall_time_s": position["wall_time_s"] + time.perf_counter() - session_start,
+                    "world_size": world_size}
+        session_start = time.perf_counter()
+        rank_rng = _rank_rng_states(rank, world_size)  # a collective: every rank takes part
+        if rank == 0:
+            if rank_rng is not None:
+                position["rank_rng"] = rank_rng
+            save_run_checkpoint(checkpoint_path, model, optimizer, scheduler, None, {}, config, position)
+            if progress is not None:
+                progress("epoch_end", **record)
     if world_size > 1:
         # DDP averages gradients (parameters stay equal) but each rank updates its own BN statistics;
         # rank 0's, which are saved, become every rank's
@@ -151,14 +201,16 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
         save_checkpoint(path, model_state=summary["state"], config=meta,
                         extra={"top1": top1, "eval_split": config.eval_split, "world_size": world_size})
         summary.update({"checkpoint": str(path), "top1": top1, "eval_split": config.eval_split,
-                        "epochs": config.epochs, "world_size": world_size, "history": history,
-                        "wall_time_s": time.perf_counter() - start})
+                        "epochs": config.epochs, "world_size": world_size, "history": position["history"],
+                        "resumed_from_epoch": resumed_from,
+                        "wall_time_s": position["wall_time_s"] + time.perf_counter() - session_start})
     return summary
 
 
 def run(config: RunConfig, run_dir: str | Path, *, progress: Any = None) -> dict[str, Any]:
-    """Pretrain in this process (or as one rank of a torchrun launch) and return the JSON summary
-    (checkpoint path, source top1 on the evaluation split, epochs, wall time)."""
+    """Pretrain in this process (or as one rank of a torchrun launch), resuming from the run dir's
+    checkpoint, and return the JSON summary (checkpoint path, source top1 on the evaluation split, epochs,
+    per-epoch history, ``resumed_from_epoch`` (0 for a fresh run), wall time summed over sessions)."""
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     initialised = False
     if world_size > 1 and not dist.is_initialized():
