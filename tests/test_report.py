@@ -14,11 +14,13 @@ import pytest
 
 from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS
 from decathlon.errors import DataError, UnknownNameError
+from decathlon.figures import class_usage, plot_class_usage, policy_figures
 from decathlon.io import atomic_write_json
 from decathlon.report import (
     Cell,
     GroupKey,
     build_tables,
+    domain_label,
     latex_escape,
     render_all,
     results_table,
@@ -245,14 +247,42 @@ def test_policy_figures_and_the_data_behind_them(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     blocks = pd.read_csv(figures / f"{stem}_blocks.csv", index_col=0)
     assert blocks.shape == (10, BLOCKS) and list(blocks.index) == list(DECATHLON_COLUMNS)
-    assert blocks.loc["svhn", "3"] == pytest.approx(3 / BLOCKS)
+    assert list(blocks.columns) == [str(b) for b in range(1, BLOCKS + 1)]  # blocks numbered 1..L
+    assert blocks.loc["svhn", "4"] == pytest.approx(3 / BLOCKS)  # block 4 = the store's index 3
     hist = pd.read_csv(figures / f"{stem}_finetuned.csv", index_col=0)
-    assert hist.shape == (10, BLOCKS + 1)
+    assert hist.shape == (10, BLOCKS + 1) and list(hist.columns) == [str(c) for c in range(BLOCKS + 1)]
     assert hist.sum(axis=1).tolist() == pytest.approx([1.0] * 10)
     classes = pd.read_csv(figures / f"{stem}_classes-aircraft.csv", index_col=0)
     assert classes.shape == (5, BLOCKS)
-    assert classes.loc[1, "0"] == 1 and classes.loc[1, "1"] == 0
+    assert classes.loc[1, "1"] == 1 and classes.loc[1, "2"] == 0
     assert not any("finetune_" in p.name for p in paths if p.parent == figures)  # no policy: no figure
+
+
+def test_policy_heatmaps_are_labelled_annotated_and_on_a_fixed_scale():
+    figures = {f.name.rsplit("_", 1)[1]: f for f in policy_figures(routing_store())}
+    blocks = figures["blocks"]
+    ax, cbar = blocks.figure.axes[:2]
+    assert "block index" in ax.get_xlabel() and ax.get_ylabel() == "domain"
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(b) for b in range(1, BLOCKS + 1)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [domain_label(d, "decathlon")
+                                                           for d in DECATHLON_COLUMNS]
+    mesh = ax.collections[0]
+    assert mesh.get_clim() == (0.0, 1.0) and mesh.get_cmap().name == "viridis"
+    assert cbar.get_ylabel() == "fraction fine-tuned"
+    # 10 x 12 cells: every value printed, in row-major order
+    texts = [t.get_text() for t in ax.texts]
+    assert len(texts) == 10 * BLOCKS and texts[:3] == ["0.00", "0.08", "0.17"]
+    assert blocks.data.iloc[0, 1] == pytest.approx(1 / BLOCKS)
+
+    # a large grid (120 classes): no printed values, every 3rd class labelled, same colour range
+    many = pd.DataFrame([dict(domain="dtd", kind="class_block", class_index=k, index=b, value=(k + b) % 2,
+                              job_id="j", method="spottune", seed=0)
+                         for k in range(120) for b in range(BLOCKS)])
+    large = plot_class_usage(class_usage(many, "dtd"), "classes")
+    ax = large.axes[0]
+    assert not ax.texts and ax.collections[0].get_clim() == (0.0, 1.0)
+    assert [t.get_text() for t in ax.get_yticklabels()][:3] == ["0", "3", "6"]
+    assert ax.get_ylabel() == "class index"
 
 
 def test_chosen_domain_for_per_class_figure(tmp_path):
