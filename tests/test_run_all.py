@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from decathlon import runner
 from decathlon.config import RunConfig
@@ -128,7 +129,13 @@ def test_killed_run_resumes_from_its_checkpoint_and_redoes_nothing(mini_suite, t
     from decathlon import engine
 
     job = Job.from_dict(json.loads((run_dir / "job.json").read_text()))
-    fresh = engine.run(RunConfig.from_dict(job.to_dict()["config"]), tmp_path / "uninterrupted")
+    # same thread count as the subprocesses (OMP_NUM_THREADS=1): CPU reductions depend on it
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fresh = engine.run(RunConfig.from_dict(job.to_dict()["config"]), tmp_path / "uninterrupted")
+    finally:
+        torch.set_num_threads(threads)
     result = json.loads((run_dir / "result.json").read_text())
     assert result["top1"] == fresh["top1"]
     assert result["loss"] == pytest.approx(fresh["loss"], rel=1e-6)
