@@ -41,6 +41,10 @@ TRAINABLE = {
     "spottune": r"(?!blocks\.\d+\.conv)", "spottune-global-k": r"(?!blocks\.\d+\.conv)",
     "stochastic-finetune": r"(?!blocks\.\d+\.conv)", "random-policy": r"(?!blocks\.\d+\.conv)",
     "progressive-nets": r"(?!frozen\.)",
+    # best-practices analysis: FT(rest)R(top k) trains everything, F(rest)R(top k) only the re-initialised top
+    "reinit-1-tune": r".", "reinit-3-tune": r".",
+    "reinit-1-freeze": r"(blocks\.11\.|head\.|classifier\.)",
+    "reinit-3-freeze": r"(blocks\.(9|10|11)\.|head\.|classifier\.)",
 }
 
 
@@ -99,9 +103,9 @@ def test_one_step_trains_declared_params_only(name, batch):
     trainable = [n for n, p in model.named_parameters() if id(p) in in_groups]
     assert changed and "classifier.weight" in changed
     assert len(changed) >= 0.5 * len(trainable)
-    if name in TRAINABLE:
-        expected = [n for n, _ in model.named_parameters() if re.match(TRAINABLE[name], n)]
-        assert sorted(trainable) == sorted(expected)
+    assert name in TRAINABLE, f"declare which parameters {name} trains in TRAINABLE"
+    expected = [n for n, _ in model.named_parameters() if re.match(TRAINABLE[name], n)]
+    assert sorted(trainable) == sorted(expected)
     for module, mean, var in frozen_bn:  # a BN layer with frozen affine keeps its statistics
         assert torch.equal(module.running_mean, mean) and torch.equal(module.running_var, var)
 
