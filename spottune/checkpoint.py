@@ -8,9 +8,8 @@ never run code. Files are written atomically (temporary file in the same folder,
 
 from __future__ import annotations
 
-import os
+import io
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from decathlon.errors import CheckpointError
+from decathlon.io import atomic_write_bytes
 
 FORMAT = "spottune-decathlon/1"
 
@@ -56,17 +56,9 @@ def save_checkpoint(path: str | Path, *, model_state: Mapping[str, torch.Tensor]
     content = {"format": FORMAT, "model_state": dict(model_state), "config": dict(config),
                "extra": dict(extra or {})}
     check_plain(content, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(content, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
