@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import yaml
 
 from decathlon.errors import ConfigError
 
@@ -123,3 +125,17 @@ class RunConfig:
     @property
     def eval_split(self) -> str:
         return "val" if self.protocol == "train->val" else "test"
+
+
+def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> dict, each value read as YAML (``3`` int, ``0.5`` float, ``true`` bool)."""
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({e})") from None
+    return out

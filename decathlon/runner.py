@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from decathlon.config import IDENTITY_FIELDS, PRESETS, PROTOCOLS, SCHEDULES, RunConfig
+from decathlon.config import IDENTITY_FIELDS, PRESETS, PROTOCOLS, SCHEDULES, RunConfig, parse_assignments
 from decathlon.domains import DomainSpec, suite_domains
 from decathlon.errors import ConfigError, DataError, HarnessError, UnknownNameError
 from decathlon.executors import (
@@ -180,20 +180,6 @@ def _union_type() -> Any:
     import types
 
     return types.UnionType
-
-
-def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
-    """``KEY=VALUE`` strings -> dict, each value read as YAML (``3`` int, ``0.5`` float, ``true`` bool)."""
-    out = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{what} {item!r}: expected KEY=VALUE")
-        try:
-            out[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({e})") from None
-    return out
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -34,11 +34,10 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from decathlon.analysis import distance as dist
 from decathlon.analysis import link, recommend, sweep
-from decathlon.config import RunConfig
+from decathlon.config import RunConfig, parse_assignments
 from decathlon.domains import DomainSpec, get_domain, suite_domains
 from decathlon.errors import ConfigError, DataError, HarnessError, UnknownNameError
 from decathlon.io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -133,15 +132,7 @@ def parse_analysis(words: Sequence[str]) -> tuple[str, AnalysisSettings]:
     name, *assignments = words
     if name not in ANALYSES:
         raise UnknownNameError("analysis", name, ANALYSES)
-    values = {}
-    for item in assignments:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--analysis {name} {item!r}: expected KEY=VALUE")
-        try:
-            values[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--analysis {name} {item!r}: the value is not valid YAML ({e})") from None
+    values = parse_assignments(assignments, f"--analysis {name}")
     return name, AnalysisSettings.from_dict(values)
 
 
