@@ -20,11 +20,11 @@ SMALL_N = 8  # fewer domains: the correlation is reported but flagged as too sma
 
 def spottune_usage(jobs: pd.DataFrame, policy: pd.DataFrame, *, method: str = "spottune",
                    suite: str | None = None, protocol: str | None = None) -> pd.DataFrame:
-    """Per domain (index): ``tuned_fraction``, the fractions over the thirds of the blocks, ``seeds``.
+    """Per domain (index): ``tuned_fraction``, the fractions over the thirds of the blocks, ``jobs`` averaged.
 
     Only `method`'s finished jobs (of `suite` and `protocol` when given) count. Empty when there are none.
     """
-    columns = ["tuned_fraction", *THIRDS, "blocks", "seeds"]
+    columns = ["tuned_fraction", *THIRDS, "blocks", "jobs"]
     if jobs.empty or policy.empty or "method" not in jobs.columns:
         return pd.DataFrame(columns=columns)
     selected = jobs[jobs["method"] == method]
@@ -44,7 +44,7 @@ def spottune_usage(jobs: pd.DataFrame, policy: pd.DataFrame, *, method: str = "s
                         "blocks": len(values)})
     frame = pd.DataFrame(per_job)
     means = {name: (name, "mean") for name in ("tuned_fraction", *THIRDS)}
-    out = frame.groupby("domain").agg(**means, blocks=("blocks", "first"), seeds=("job_id", "nunique"))
+    out = frame.groupby("domain").agg(**means, blocks=("blocks", "first"), jobs=("job_id", "nunique"))
     return out[columns]
 
 
