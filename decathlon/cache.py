@@ -501,6 +501,12 @@ def epoch_plan(indices: torch.Tensor, sizes: torch.Tensor, geo: CropGeometry, *,
     return indices, offsets, flip_flags(len(indices), geo, generator)
 
 
+def _init_worker(worker_id: int) -> None:
+    from decathlon.data import ignore_scheduler_signals  # the worker leaves preemption to the main process
+
+    ignore_scheduler_signals(worker_id)
+
+
 class _CropSource(torch.utils.data.Dataset):
     """Worker side of the loader: item = one planned batch, result = its crops (B, 3, h, w).
 
@@ -594,7 +600,7 @@ class CachedLoader:
             source = _CropSource(self.cache, self.out_hw, mean, std, self.channels_last)
             self._workers = torch.utils.data.DataLoader(
                 source, batch_size=None, sampler=self._sampler, num_workers=self.num_workers,
-                persistent_workers=True, pin_memory=not cpu)
+                persistent_workers=True, pin_memory=not cpu, worker_init_fn=_init_worker)
         return self._workers
 
     def _images(self, plan: list) -> Iterator[torch.Tensor]:

@@ -26,6 +26,7 @@ import json
 import os
 import pickle
 import random
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,21 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".bmp", ".gif", ".t
 
 # --------------------------------------------------------------------------------------------------
 # shared helpers
+
+
+SCHEDULER_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGUSR2")  # what SLURM / submitit send to every process of a job
+
+
+def ignore_scheduler_signals(worker_id: int = 0) -> None:
+    """DataLoader worker_init_fn: the worker ignores the scheduler's preemption signals.
+
+    On preemption or time-out SLURM signals every process of the job step, DataLoader workers included;
+    a worker killed by its SIGTERM turns the preemption into a failed job (the main process raises "DataLoader
+    worker ... killed by signal") instead of submitit's checkpoint and requeue. The main process handles
+    these signals; a worker exits when its parent does (torch's worker watchdog).
+    """
+    for name in SCHEDULER_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

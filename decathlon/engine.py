@@ -115,7 +115,11 @@ def seed_everything(seed: int) -> dict[str, torch.Generator]:
 
 def seed_worker(worker_id: int) -> None:
     """DataLoader worker_init_fn: numpy and python follow the worker's torch seed (set by the loader from
-    its generator), so augmentation in workers is reproducible."""
+    its generator), so augmentation in workers is reproducible; the scheduler's preemption signals are
+    left to the main process (:func:`decathlon.data.ignore_scheduler_signals`)."""
+    from decathlon.data import ignore_scheduler_signals
+
+    ignore_scheduler_signals(worker_id)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)

@@ -88,7 +88,7 @@ def _loaders(config: RunConfig, spec: DomainSpec, rank: int, world_size: int, de
     eval_set = build_dataset(spec, config.data_root, config.eval_split,
                              preset.test_transform(spec, mean, std))
     eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False,
-                             num_workers=config.num_workers, pin_memory=pin)
+                             num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     return train_loader, sampler, eval_loader
 
 

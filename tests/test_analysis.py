@@ -215,6 +215,9 @@ def test_spottune_usage_thirds_and_correlation():
     stats = link.correlation([0.1, 0.2, 0.3, 0.5, 0.9], [0.2, 0.3, 0.35, 0.6, 0.61])
     assert stats["spearman"] == pytest.approx(1.0) and stats["n"] == 5 and "too small" in stats["note"]
     assert link.spottune_usage(jobs.iloc[:0], policy.iloc[:0]).empty
+    # restricted to given job ids (the current plan's): job a's dtd policy is left out
+    only_b = link.spottune_usage(jobs, policy, job_ids=["b", "c"])
+    assert list(only_b.index) == ["svhn"] and only_b.loc["svhn", "jobs"] == 1
 
 
 # --------------------------------------------------------------------------------- re-initialising methods
@@ -263,6 +266,15 @@ def test_analysis_settings_parse_and_reject_bad_input():
         parse_analysis(["worst-practices"])
     with pytest.raises(ConfigError, match="not a valid"):
         AnalysisSettings.from_dict({"tolerance": "high"})
+
+
+def test_analysis_plan_links_the_plans_own_spottune_jobs(tmp_path):
+    jobs = [Job(RunConfig(suite="mini", method=m, domain=d, seed=seed))
+            for m in ("spottune", "finetune") for d in ("dtd", "svhn") for seed in (0, 1)]
+    plan = analysis_plan(jobs, tmp_path, AnalysisSettings())
+    assert set(plan.targets) == {"dtd", "svhn"} and plan.seeds == (0, 1)
+    assert plan.linked == tuple(j.job_id for j in jobs[:4])  # only spottune's, every seed
+    assert analysis_plan(jobs[4:], tmp_path, AnalysisSettings()).linked == ()
 
 
 def test_analysis_needs_a_source_domain(tmp_path):

@@ -202,3 +202,40 @@ def test_scheduler_drives_every_group():
     factors = [1, 1, 1, 1, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001, 0.001]
     expected = [lr for f in factors for lr in (0.1 * f, 0.01 * f)]
     assert [lr for pair in seen for lr in pair] == pytest.approx(expected)
+
+
+# ------------------------------------------------------------------------------- preemption signals
+
+
+class _SignalledDataset(torch.utils.data.Dataset):
+    """Every item sends the scheduler's preemption signals to the process loading it (a DataLoader worker)."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        import os
+        import signal
+
+        for name in ("SIGTERM", "SIGUSR2"):  # what SLURM / submitit send to every process of the job
+            os.kill(os.getpid(), getattr(signal, name))
+        return index
+
+
+def _load_in_a_worker(worker_init_fn) -> list[int]:
+    loader = torch.utils.data.DataLoader(_SignalledDataset(), batch_size=2, num_workers=1,
+                                         worker_init_fn=worker_init_fn)
+    return [int(i) for batch in loader for i in batch]
+
+
+@pytest.mark.parametrize("init", ["engine.seed_worker", "cache._init_worker"])
+def test_dataloader_workers_survive_the_schedulers_preemption_signals(init):
+    from decathlon import cache, engine
+
+    module, name = init.split(".")
+    assert _load_in_a_worker(getattr({"engine": engine, "cache": cache}[module], name)) == [0, 1, 2, 3]
+
+
+def test_without_the_worker_init_a_preemption_signal_kills_the_worker():
+    with pytest.raises(RuntimeError, match="DataLoader worker"):
+        _load_in_a_worker(None)

@@ -60,6 +60,10 @@ def _job(mini_suite, method, epochs, **values) -> Job:
     return Job(config)
 
 
+def _text(path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
 def _attempts(job: Job, out) -> list[dict]:
     path = job.run_dir(out) / SUBMITIT_FILE
     return json.loads(path.read_text())["attempts"] if path.is_file() else []
@@ -67,7 +71,9 @@ def _attempts(job: Job, out) -> list[dict]:
 
 def test_plan_runs_on_slurm_and_a_preempted_job_resumes_from_its_checkpoint(slurm, mini_suite, tmp_path):
     out = tmp_path / "results"
-    long = _job(mini_suite, "finetune", epochs=8)  # the job to preempt: long enough to be caught mid-run
+    # the job to preempt: long enough to be caught mid-run; with a DataLoader worker, which gets the
+    # scheduler's signals too and must survive them
+    long = _job(mini_suite, "finetune", epochs=8, num_workers=1)
     spottune = _job(mini_suite, "spottune", epochs=1)
     reuse = Job(_job(mini_suite, "spottune-running-ft", epochs=1).config, needs=(spottune.job_id,),
                 source=spottune.job_id)
@@ -96,8 +102,14 @@ def test_plan_runs_on_slurm_and_a_preempted_job_resumes_from_its_checkpoint(slur
         time.sleep(0.05)
     assert checkpoint.is_file(), f"no checkpoint appeared; errors: {errors}"
     slurm_id = _attempts(long, out)[0]["job_id"]
-    for signal_name in ("SIGTERM", "USR2"):  # what submitit's own preemption simulation sends
-        subprocess.run(["scancel", "--signal", signal_name, slurm_id], check=True, timeout=60)
+    # what submitit's own preemption simulation sends: SIGTERM, then USR2 once the SIGTERM has landed
+    # (SLURM delivers signals asynchronously: a SIGTERM overtaken by the USR2 would kill the `scontrol
+    # requeue` that submitit's USR2 handler runs, and no cluster sends the two in that order)
+    err_log = tmp_path / "submitit" / slurm_id / f"{slurm_id}_0_log.err"
+    subprocess.run(["scancel", "--signal", "SIGTERM", slurm_id], check=True, timeout=60)
+    while "Bypassing signal SIGTERM" not in _text(err_log) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal", "USR2", slurm_id], check=True, timeout=60)
     # SLURM holds a requeued job for a while (BeginTime); let it start again at once
     while thread.is_alive() and len(_attempts(long, out)) < 2 and time.monotonic() < deadline:
         subprocess.run(["scontrol", "update", f"JobId={slurm_id}", "StartTime=now"], capture_output=True,
@@ -107,8 +119,9 @@ def test_plan_runs_on_slurm_and_a_preempted_job_resumes_from_its_checkpoint(slur
     thread.join(timeout=900)
     assert not thread.is_alive(), "the SLURM executor did not finish within 15 minutes"
     assert not errors, errors
+    errors_written = {j.job_id: _text(j.run_dir(out) / "error.json") for j in (long, spottune, reuse)}
     assert {k: o.status for k, o in outcomes.items()} == {long.job_id: DONE, spottune.job_id: DONE,
-                                                          reuse.job_id: DONE}
+                                                          reuse.job_id: DONE}, errors_written
 
     # the preempted job ran twice under the same SLURM job id (requeued), and the second run resumed
     attempts = _attempts(long, out)

@@ -150,6 +150,7 @@ class AnalysisPlan:
     skipped: Mapping[str, str]  # target domain -> why it is not analysed
     seeds: tuple[int, ...]
     needs: tuple[str, ...]  # the pretraining job, when the plan has one
+    linked: tuple[str, ...] = ()  # the plan's jobs of the linked SpotTune method (their policies are linked)
 
 
 def _same_network(a: RunConfig, b: RunConfig) -> bool:
@@ -208,8 +209,10 @@ def analysis_plan(jobs: Sequence[Job], out_dir: Path, settings: AnalysisSettings
             if name not in by_domain:
                 raise UnknownNameError("analysed target (not in the plan)", name, by_domain)
     seeds = settings.seeds or tuple(sorted({j.config.seed for j in transfer}))
+    linked = tuple(j.job_id for j in transfer if j.config.method == settings.spottune_method)
     return AnalysisPlan(suite=source_suite, source=source_spec, source_config=source_config, targets=targets,
-                        skipped=skipped, seeds=tuple(seeds), needs=(pretrain.job_id,) if pretrain else ())
+                        skipped=skipped, seeds=tuple(seeds), needs=(pretrain.job_id,) if pretrain else (),
+                        linked=linked)
 
 
 # ------------------------------------------------------------------------------------------ distances
@@ -469,8 +472,9 @@ def _link_section(reports: Path, plan: AnalysisPlan, settings: AnalysisSettings,
     usage = pd.DataFrame()
     if store is not None:
         protocol = next(iter(plan.targets.values())).protocol if plan.targets else None
+        # the plan's own SpotTune jobs; a plan without any links whatever the store holds for the method
         usage = link.spottune_usage(store.jobs, store.policy, method=settings.spottune_method,
-                                    protocol=protocol)
+                                    protocol=protocol, job_ids=plan.linked or None)
     table = link.link_table(distances, usage, settings.metric) if not usage.empty and not distances.empty \
         else pd.DataFrame()
     if table.empty:
@@ -485,8 +489,10 @@ def _link_section(reports: Path, plan: AnalysisPlan, settings: AnalysisSettings,
     written.append(atomic_write_json(reports / "spottune_link_stats.json", stats))
     figure = link.plot_link(table, stats, distance_name=metric_name)
     written.append(atomic_write_bytes(reports / "spottune_link.png", _png(figure)))
-    parts += [f"Fraction of blocks `{settings.spottune_method}` fine-tunes (mean over evaluation images) "
-              f"against the {metric_name}, overall and per third of the network:", "",
+    origin = ("the current plan's jobs" if plan.linked else
+              f"every finished `{settings.spottune_method}` job in the results store (the plan has none)")
+    parts += [f"Fraction of blocks `{settings.spottune_method}` fine-tunes (mean over evaluation images, "
+              f"{origin}) against the {metric_name}, overall and per third of the network:", "",
               _md_table(table.reset_index(), 3),
               _correlation_sentence(stats), "",
               "![spottune link](spottune_link.png)", ""]

@@ -9,6 +9,8 @@ linear (Pearson) correlation of that fraction with the domain distance, and a sc
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -19,10 +21,13 @@ SMALL_N = 8  # fewer domains: the correlation is reported but flagged as too sma
 
 
 def spottune_usage(jobs: pd.DataFrame, policy: pd.DataFrame, *, method: str = "spottune",
-                   suite: str | None = None, protocol: str | None = None) -> pd.DataFrame:
+                   suite: str | None = None, protocol: str | None = None,
+                   job_ids: Iterable[str] | None = None) -> pd.DataFrame:
     """Per domain (index): ``tuned_fraction``, the fractions over the thirds of the blocks, ``jobs`` averaged.
 
-    Only `method`'s finished jobs (of `suite` and `protocol` when given) count. Empty when there are none.
+    Only `method`'s finished jobs (of `suite` and `protocol` when given, and among `job_ids` when given:
+    e.g. the current plan's, so that runs of other settings left in the store do not mix in) count.
+    Empty when there are none.
     """
     columns = ["tuned_fraction", *THIRDS, "blocks", "jobs"]
     if jobs.empty or policy.empty or "method" not in jobs.columns:
@@ -32,6 +37,8 @@ def spottune_usage(jobs: pd.DataFrame, policy: pd.DataFrame, *, method: str = "s
         selected = selected[selected["suite"] == suite]
     if protocol is not None:
         selected = selected[selected["protocol"] == protocol]
+    if job_ids is not None:
+        selected = selected[selected["job_id"].isin(set(job_ids))]
     rows = policy[(policy["kind"] == "block") & policy["job_id"].isin(set(selected["job_id"]))]
     if rows.empty:
         return pd.DataFrame(columns=columns)
