@@ -8,16 +8,21 @@ Sections, each in its own fresh process so that its peak memory is its own:
    0 and 2 workers, batch 128, faithful CROP geometry; plus the one-off cache build.
 2. methods: training images/s of every Decathlon method at batch 128, 64 px, ResNet-26 (width 1), one
    optimiser step through the engine's ``train_step`` (method forward, loss, extra loss, backward, SGD).
-3. spottune-step: SpotTune's training step (its own dense mixing, ``torch.lerp``) vs a plain dense
-   two-path implementation of the same model (the reference structure: both blocks computed, mixed as
-   ``out * (1 - m) + out_ * m``), on the same modules and the same Gumbel sample; the outputs and every
-   gradient are compared (max abs difference printed).
+3. spottune-step: SpotTune's training step as the engine runs it (channels_last, ``torch.lerp`` mixing)
+   vs a plain dense two-path implementation of the same model (the reference structure in the default
+   memory format: both blocks computed, mixed as ``out * (1 - m) + out_ * m``), on identical weights and
+   the same Gumbel sample, plus the reference in channels_last; the outputs and every gradient are
+   compared (max abs difference printed).
 4. eval: images/s of SpotTune evaluation, dense (both paths, mixed) vs sparse (each block on its images),
    72 px centre crops, batch 128, under the routings of benchmarks/bench_models.py.
 
-Peak memory: ``resource.getrusage`` max RSS of the section's process (and its loader workers), and
-``torch.cuda.max_memory_allocated`` on a GPU. Times are medians over ``--repeats``; the load average is
-printed before and after, because the machine may be shared.
+Every section process handles host memory as the engine does on the CPU
+(``decathlon.engine.retain_freed_memory``: freed memory is reused instead of faulted in again; set
+``SPOTTUNE_SYSTEM_MALLOC=1`` to measure with glibc's defaults). Peak memory: ``resource.getrusage`` max
+RSS of the section's process (and its loader workers), and ``torch.cuda.max_memory_allocated`` on a GPU.
+Times: the methods section takes the median over ``--repeats``, the SpotTune step and evaluation sections
+the minimum over calls interleaved round-robin; the load average is printed before and after, because the
+machine may be shared.
 """
 
 from __future__ import annotations
@@ -130,24 +135,27 @@ def _config(method: str, **kw: Any):
 
 
 def _model_and_optimizer(name: str, config: Any):
+    """`name`'s model (seeded: the same weights for the same config) placed as the engine places it."""
     from decathlon.domains import get_domain
-    from decathlon.engine import build_backbone, build_optimizer
+    from decathlon.engine import build_backbone, build_optimizer, place_model
     from decathlon.methods import get_method
 
     method, spec = get_method(name), get_domain("aircraft")
     torch.manual_seed(0)
-    model = method.build(build_backbone(method, config, NUM_CLASSES), spec, NUM_CLASSES, config).to(_device())
-    if config.channels_last and _device().type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model = method.build(build_backbone(method, config, NUM_CLASSES), spec, NUM_CLASSES, config)
+    place_model(model, _device(), config)
     optimizer, _ = build_optimizer(method, model, config, spec)
     return method, model, optimizer
 
 
-def _batch(px: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(px: int, channels_last: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch on the device, in the engine's memory format for `channels_last`."""
+    from decathlon.engine import batch_to_device
+
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(BATCH, 3, px, px, generator=g)
     y = torch.randint(0, NUM_CLASSES, (BATCH,), generator=g)
-    return x.to(_device()), y.to(_device())
+    return batch_to_device((x, y), _device(), channels_last)
 
 
 # ----------------------------------------------------------------------------------------------- sections
@@ -179,7 +187,7 @@ def section_methods(names: list[str], repeats: int) -> dict[str, Any]:
     """Training images/s per method: one engine train_step at batch 128, 64 px, ResNet-26."""
     from decathlon.engine import train_step
 
-    x, y = _batch(TRAIN_PX)
+    x, y = _batch(TRAIN_PX, _config("finetune").channels_last)
     rows = []
     for name in names:
         config = _config(name)
@@ -190,68 +198,88 @@ def section_methods(names: list[str], repeats: int) -> dict[str, Any]:
         def step(n=BATCH, method=method, model=model, optimizer=optimizer, config=config, g=g):
             train_step(method, model, model, x[:n], y[:n], optimizer, config, device=_device(), generator=g)
 
-        seconds = median_seconds(step, repeats, warmup=lambda step=step: step(WARMUP_BATCH))
+        # the first method warms up at full batch: the process's memory grows to a full step's once (it is
+        # then reused, see retain_freed_memory), instead of inside the first method's timed step
+        warmup_batch = BATCH if not rows else WARMUP_BATCH
+        seconds = median_seconds(step, repeats, warmup=lambda step=step, n=warmup_batch: step(n))
         rows.append({"method": name, "seconds": seconds, "images_per_s": BATCH / seconds})
         del model, optimizer
     return {"rows": rows, "memory": peak_memory()}
 
 
-def reference_dense_forward(model: Any, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The reference SpotTune training forward on `model`'s modules: both blocks on the whole batch,
-    mixed as ``out * (1 - m) + out_ * m`` (the official code's structure), same Gumbel draw."""
-    policy = model.decide(model.policy_net(x), generator)
-    h = model.stem(x)
-    for index, (frozen, tuned) in enumerate(zip(model.blocks, model.tuned_blocks, strict=True)):
-        mask = policy[:, index].view(-1, 1, 1, 1)
-        h = frozen(h) * (1 - mask) + tuned(h) * mask
-    return model.classifier(model.head(h))
+def _logits_and_grads(model: Any, forward: Callable[[], torch.Tensor], y: torch.Tensor):
+    import torch.nn.functional as F
+
+    model.zero_grad(set_to_none=True)
+    logits = forward()
+    F.cross_entropy(logits.float(), y).backward()
+    return logits.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()
+                             if p.grad is not None}
+
+
+def _max_diff(a: tuple, b: tuple) -> dict[str, Any]:
+    (logits_a, grads_a), (logits_b, grads_b) = a, b
+    same = sorted(grads_a) == sorted(grads_b)
+    grad = max(float((grads_a[n] - grads_b[n]).abs().max()) for n in grads_a) if same else float("inf")
+    return {"logits": float((logits_a - logits_b).abs().max()), "grads": grad, "same_parameters": same}
 
 
 def section_spottune_step(repeats: int) -> dict[str, Any]:
-    """SpotTune's train step vs the dense two-path reference: time, output and gradient agreement."""
+    """SpotTune's training step as the engine runs it (channels_last, ``torch.lerp`` mixing) vs the plain
+    dense two-path reference (default memory format, mask multiply-add:
+    ``spottune.model.reference_dense_forward``) on identical weights and the same Gumbel sample; plus the
+    reference in channels_last, which shows how much of the difference is the memory format. Outputs and
+    gradients are compared."""
     import torch.nn.functional as F
 
+    from spottune.model import reference_dense_forward
+
     config = _config("spottune")
-    _, model, optimizer = _model_and_optimizer("spottune", config)
-    model.train()
-    x, y = _batch(TRAIN_PX)
+    _, fast, fast_optimizer = _model_and_optimizer("spottune", config)  # the engine's placement
+    _, plain, plain_optimizer = _model_and_optimizer("spottune", config.replace(channels_last=False))
+    for model in (fast, plain):
+        model.train()
+    x, y = _batch(TRAIN_PX, channels_last=False)
+    x_fast, _ = _batch(TRAIN_PX, channels_last=config.channels_last)
 
-    def harness(seed: int = 0) -> torch.Tensor:
-        logits, _ = model(x, generator=torch.Generator().manual_seed(seed))
-        return logits
+    def harness(model: Any, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+        return lambda: model(images, generator=torch.Generator().manual_seed(0))[0]
 
-    def reference(seed: int = 0) -> torch.Tensor:
-        return reference_dense_forward(model, x, torch.Generator().manual_seed(seed))
+    def reference(model: Any, images: torch.Tensor) -> Callable[[], torch.Tensor]:
+        return lambda: reference_dense_forward(model, images, torch.Generator().manual_seed(0))
 
-    grads = {}
-    for name, forward in (("harness", harness), ("reference", reference)):
-        model.zero_grad(set_to_none=True)
-        torch.manual_seed(0)
-        logits = forward()
-        F.cross_entropy(logits.float(), y).backward()
-        grads[name] = (logits.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()
-                                         if p.grad is not None})
-    (l_h, g_h), (l_r, g_r) = grads["harness"], grads["reference"]
-    same_params = sorted(g_h) == sorted(g_r)
-    grad_diff = max(float((g_h[n] - g_r[n]).abs().max()) for n in g_h) if same_params else float("inf")
-    grad_scale = max(float(g.abs().max()) for g in g_r.values())
+    # identical weights; then outputs and gradients (these calls also warm every variant up)
+    pairs = zip(fast.state_dict().values(), plain.state_dict().values(), strict=True)
+    same_weights = all(torch.equal(a, b) for a, b in pairs)
+    ref = _logits_and_grads(plain, reference(plain, x), y)
+    vs_reference = _max_diff(_logits_and_grads(fast, harness(fast, x_fast), y), ref)
+    same_layout = _max_diff(_logits_and_grads(plain, harness(plain, x), y), ref)
+    grad_scale = max(float(g.abs().max()) for g in ref[1].values())
+    _logits_and_grads(fast, reference(fast, x_fast), y)
 
-    def timed(forward):
-        def step():
+    def timed(model: Any, optimizer: Any, forward: Callable[[], torch.Tensor]) -> Callable[[], None]:
+        def step() -> None:
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(forward().float(), y).backward()
             optimizer.step()
         return step
 
-    # the gradient check above was the warm-up of both variants
-    times = round_robin({"SpotTune (harness: torch.lerp mixing)": timed(harness),
-                         "dense two-path reference (mask multiply-add)": timed(reference)}, repeats)
-    (_, t_h), (_, t_r) = times.items()
+    layout = "channels_last" if config.channels_last else "default layout"
+    variants = {
+        f"SpotTune, the harness's step ({layout}, torch.lerp mixing)":
+            timed(fast, fast_optimizer, harness(fast, x_fast)),
+        "plain dense two-path reference (default layout, multiply-add)":
+            timed(plain, plain_optimizer, reference(plain, x)),
+        f"the reference in {layout} (what the memory format alone gives)":
+            timed(fast, fast_optimizer, reference(fast, x_fast)),
+    }
+    times = round_robin(variants, repeats)
+    (_, t_h), (_, t_r), _ = times.items()
     rows = [{"implementation": name, **t, "images_per_s": BATCH / t["seconds"]} for name, t in times.items()]
     return {"rows": rows, "speedup": t_r["seconds"] / t_h["seconds"],
-            "cpu_speedup": t_r["cpu_seconds"] / t_h["cpu_seconds"],
-            "logits_max_abs_diff": float((l_h - l_r).abs().max()), "grad_max_abs_diff": grad_diff,
-            "grad_max_abs": grad_scale, "same_parameters": same_params, "memory": peak_memory()}
+            "cpu_speedup": t_r["cpu_seconds"] / t_h["cpu_seconds"], "same_weights": same_weights,
+            "vs_reference": vs_reference, "same_layout": same_layout, "grad_max_abs": grad_scale,
+            "memory": peak_memory()}
 
 
 def _routings(batch: int, blocks: int) -> dict[str, torch.Tensor]:
@@ -268,7 +296,7 @@ def section_eval(repeats: int) -> dict[str, Any]:
     config = _config("spottune")
     _, model, _ = _model_and_optimizer("spottune", config)
     model.eval()
-    x, _ = _batch(EVAL_PX)
+    x, _ = _batch(EVAL_PX, config.channels_last)
     # every image on the pretrained path, sparse: exactly one ResNet-26 (no policy network)
     variants = {("plain ResNet-26 (one path)", "-"): torch.zeros(BATCH, model.num_blocks, device=_device())}
     for name, policy in _routings(BATCH, model.num_blocks).items():
@@ -287,10 +315,19 @@ def section_eval(repeats: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------ report
 
 
+def _section(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """A section's process: host memory handled as the engine does it on the CPU, then the section."""
+    from decathlon.engine import retain_freed_memory
+
+    if _device().type == "cpu":
+        retain_freed_memory()
+    return fn(*args)
+
+
 def _run_isolated(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """Run a section in a fresh (spawned) process: its peak memory is its own."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+        return pool.submit(_section, fn, *args).result()
 
 
 def _memory(result: dict[str, Any]) -> str:
@@ -329,11 +366,14 @@ def render_spottune_step(s: dict[str, Any]) -> list[str]:
              "|---|---|---|"]
     lines += [f"| {r['implementation']} | {1000 * r['seconds']:.0f} | {r['images_per_s']:.1f} |"
               for r in s["rows"]]
-    return lines + [f"speed-up {s['speedup']:.2f}x wall, {s['cpu_speedup']:.2f}x CPU time (target >= 1.25); "
-                    f"logits max |diff| {s['logits_max_abs_diff']:.2e}, "
-                    f"gradients max |diff| {s['grad_max_abs_diff']:.2e} "
-                    f"(largest gradient {s['grad_max_abs']:.2e}), "
-                    f"same parameters receive gradients: {s['same_parameters']}",
+    ref, same = s["vs_reference"], s["same_layout"]
+    return lines + [f"harness vs plain reference: {s['speedup']:.2f}x wall, {s['cpu_speedup']:.2f}x CPU time "
+                    "(target >= 1.25)",
+                    f"identical starting weights: {s['same_weights']}; same parameters receive gradients: "
+                    f"{ref['same_parameters'] and same['same_parameters']}",
+                    f"harness vs reference, float32: logits max |diff| {ref['logits']:.2e}, gradients "
+                    f"{ref['grads']:.2e} (largest gradient {s['grad_max_abs']:.2e}); in the same layout: "
+                    f"logits {same['logits']:.2e}, gradients {same['grads']:.2e}",
                     f"peak memory: {_memory(s)}"]
 
 

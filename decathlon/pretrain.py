@@ -44,9 +44,12 @@ from decathlon.domains import DomainSpec, get_domain
 from decathlon.engine import (
     CHECKPOINT,
     balanced_subset,
+    batch_to_device,
     derive_seed,
     load_run_checkpoint,
+    place_model,
     resolve_device,
+    retain_freed_memory,
     rng_state,
     save_run_checkpoint,
     seed_everything,
@@ -93,12 +96,12 @@ def _loaders(config: RunConfig, spec: DomainSpec, rank: int, world_size: int, de
 
 
 @torch.no_grad()
-def _top1(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
+def _top1(model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool) -> float:
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    for images, labels in loader:
-        images, labels = images.to(device), torch.as_tensor(labels).to(device)
+    for batch in loader:
+        images, labels = batch_to_device(batch, device, channels_last)
         correct += (model(images).argmax(1) == labels).sum()
         seen += labels.shape[0]
     return 100.0 * float(correct) / max(seen, 1)
@@ -134,11 +137,14 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
 
     spec = _source_spec(config)
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        retain_freed_memory()
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
     seed_everything(config.seed)  # same initialisation on every rank
-    model = create_backbone(config.backbone, spec.num_classes, width=config.width).to(device)
+    model = create_backbone(config.backbone, spec.num_classes, width=config.width)
+    place_model(model, device, config)
     torch.manual_seed(derive_seed(config.seed, "global") + rank)  # per-rank augmentation streams
     train_loader, sampler, eval_loader = _loaders(config, spec, rank, world_size, device)
     weight_decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
@@ -166,8 +172,8 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
         net.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
-        for images, labels in train_loader:
-            images, labels = images.to(device), torch.as_tensor(labels).to(device)
+        for batch in train_loader:
+            images, labels = batch_to_device(batch, device, config.channels_last)
             loss = F.cross_entropy(net(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,7 +200,7 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
             dist.broadcast(buffer, src=0)
     summary: dict[str, Any] = {"state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     if rank == 0:
-        top1 = _top1(model, eval_loader, device)
+        top1 = _top1(model, eval_loader, device, config.channels_last)
         path = Path(run_dir) / BACKBONE_FILE
         meta = {"backbone": config.backbone, "width": config.width, "num_classes": spec.num_classes,
                 "domain": spec.name, "suite": config.suite, "epochs": config.epochs, "seed": config.seed}

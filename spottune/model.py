@@ -153,6 +153,21 @@ def mix_dense(frozen: nn.Module, tuned: nn.Module, x: torch.Tensor, weight: torc
     return torch.lerp(out_frozen, out_tuned, weight.to(out_frozen.dtype).view(-1, *([1] * (x.dim() - 1))))
 
 
+def reference_dense_forward(model: SpotTune, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The reference code's training forward on `model`'s modules, kept as the parity and speed reference.
+
+    Both blocks on the whole batch, mixed as ``frozen(h) * (1 - m) + tuned(h) * m`` with the same Gumbel
+    draw as :meth:`SpotTune.forward` for `generator` (the official code's structure; run in the default
+    memory format, it is the "plain dense two-path implementation" of ``benchmarks/run_all_benchmarks.py``).
+    """
+    policy = model.decide(model.policy_net(x), generator)
+    h = model.stem(x)
+    for index, (frozen, tuned) in enumerate(zip(model.blocks, model.tuned_blocks, strict=True)):
+        mask = policy[:, index].view(-1, 1, 1, 1)
+        h = frozen(h) * (1 - mask) + tuned(h) * mask
+    return model.classifier(model.head(h))
+
+
 def route_sparse(frozen: nn.Module, tuned: nn.Module, x: torch.Tensor,
                  to_tuned: torch.Tensor) -> torch.Tensor:
     """Each path only on its images (`to_tuned`: (batch,) bool, CPU); a path with no image is skipped."""
@@ -163,16 +178,36 @@ def route_sparse(frozen: nn.Module, tuned: nn.Module, x: torch.Tensor,
         return tuned(x)
     tuned_idx = to_tuned.nonzero().squeeze(1).to(x.device, non_blocking=True)
     frozen_idx = (~to_tuned).nonzero().squeeze(1).to(x.device, non_blocking=True)
-    # index_select returns contiguous (NCHW) rows: keep a channels_last batch channels_last
-    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-    out_tuned = tuned(x.index_select(0, tuned_idx).contiguous(memory_format=fmt))
-    out_frozen = frozen(x.index_select(0, frozen_idx).contiguous(memory_format=fmt))
-    out_fmt = torch.channels_last if _is_channels_last(out_tuned) else torch.contiguous_format
+    out_tuned = tuned(_take(x, tuned_idx))
+    out_frozen = frozen(_take(x, frozen_idx))
+    fmt = torch.channels_last if _is_channels_last(out_tuned) else torch.contiguous_format
     out = torch.empty((x.shape[0], *out_tuned.shape[1:]), dtype=out_tuned.dtype, device=out_tuned.device,
-                      memory_format=out_fmt)
-    out.index_copy_(0, tuned_idx, out_tuned)
-    out.index_copy_(0, frozen_idx, out_frozen)
+                      memory_format=fmt)
+    _put(out, tuned_idx, out_tuned)
+    _put(out, frozen_idx, out_frozen)
     return out
+
+
+# Rows of a channels_last batch are gathered / scattered through its NHWC view, whose dimension 0 holds
+# whole contiguous images: the result keeps the layout in one copy (``index_select`` on the NCHW view
+# returns NCHW rows, and converting them back costs a second copy, 4x the gather on the first stage).
+# Either way the values are right for any layout; only the speed depends on it.
+_NHWC, _NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+
+
+def _take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Images `index` of the batch `x`, in `x`'s memory format."""
+    if _is_channels_last(x):
+        return x.permute(*_NHWC).index_select(0, index).permute(*_NCHW)
+    return x.index_select(0, index)
+
+
+def _put(out: torch.Tensor, index: torch.Tensor, part: torch.Tensor) -> None:
+    """``out[index] = part`` along the batch dimension, in place."""
+    if _is_channels_last(out):
+        out.permute(*_NHWC).index_copy_(0, index, part.permute(*_NHWC))
+    else:
+        out.index_copy_(0, index, part)
 
 
 def _is_channels_last(x: torch.Tensor) -> bool:

@@ -7,6 +7,7 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from decathlon.errors import CheckpointError, ConfigError, UnknownNameError
@@ -20,7 +21,7 @@ from spottune.backbones import (
     load_weights_file,
 )
 from spottune.checkpoint import load_checkpoint, save_checkpoint
-from spottune.model import SpotTune, route_sparse
+from spottune.model import SpotTune, reference_dense_forward, route_sparse
 from spottune.params import count_parameters, par_ratio
 from spottune.policy import decathlon_policy_net, gumbel_softmax_st, small_policy_net
 
@@ -381,6 +382,39 @@ def test_training_mix_is_per_image_with_batch_statistics():
             h = w * tuned(h) + (1 - w) * frozen(h)
         expected = model.classifier(model.head(h))
     torch.testing.assert_close(mixed, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("frozen_bn", ["faithful", "frozen"])
+@pytest.mark.parametrize("dtype, fast_format, tol", [
+    # the engine's step (channels_last) against the reference in the default layout: in float64 the only
+    # difference, the order of float sums inside the kernels, is invisible (agreement ~1e-14)
+    (torch.float64, torch.channels_last, 1e-10),
+    # float32, same layout: the harness's lerp mixing against the reference's multiply-add
+    (torch.float32, torch.contiguous_format, 1e-5),
+])
+def test_training_step_equals_the_plain_dense_two_path_reference(frozen_bn, dtype, fast_format, tol):
+    """The harness's training step against the reference code's computation (both paths on the whole batch,
+    mask multiply-add, default memory format): same logits, every gradient, same running statistics."""
+    model, _ = small_spottune(frozen_bn=frozen_bn)
+    model.train().to(dtype)
+    plain = copy.deepcopy(model)
+    fast = copy.deepcopy(model).to(memory_format=fast_format)
+    x, y = images(16, size=32).to(dtype), torch.arange(16) % 5
+    reference = reference_dense_forward(plain, x, torch.Generator().manual_seed(0))
+    logits, policy = fast(x.contiguous(memory_format=fast_format), generator=torch.Generator().manual_seed(0))
+    assert 0 < float(policy.detach().mean()) < 1  # both paths are used
+    F.cross_entropy(reference, y).backward()
+    F.cross_entropy(logits, y).backward()
+    torch.testing.assert_close(logits, reference, rtol=tol, atol=tol)
+    grads = {name: p.grad for name, p in plain.named_parameters()}
+    fast_grads = {name: p.grad for name, p in fast.named_parameters()}
+    with_grad = {n for n, g in grads.items() if g is not None}
+    assert with_grad == {n for n, g in fast_grads.items() if g is not None}
+    assert {n.split(".")[0] for n in with_grad} >= {"policy_net", "stem", "tuned_blocks", "classifier"}
+    for name in with_grad:
+        torch.testing.assert_close(fast_grads[name], grads[name], rtol=tol, atol=tol, msg=name)
+    for (name, a), (_, b) in zip(plain.named_buffers(), fast.named_buffers(), strict=True):
+        torch.testing.assert_close(b, a, rtol=tol, atol=tol, msg=name)
 
 
 def test_same_generator_gives_the_same_training_policy():
