@@ -242,7 +242,8 @@ def place_model(model: nn.Module, device: torch.device, config: RunConfig) -> nn
 
 
 def batch_to_device(batch: Sequence[Any], device: torch.device,
-               channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                    channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of a loader batch on `device`; the images channels_last when asked."""
     images, labels = batch[0], batch[1]
     images = images.to(device, non_blocking=True)
     if channels_last:
