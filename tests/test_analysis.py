@@ -283,6 +283,33 @@ def test_analysis_needs_a_source_domain(tmp_path):
         analysis_plan([job], tmp_path, AnalysisSettings())
 
 
+def test_bad_analysis_fails_before_any_job_runs(tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--suite", "mini", "--out", str(out), "--methods", "finetune", "--domains", "dtd"]
+    assert runner.main(base + ["--analysis", "best-practices", "epochs=3"]) == 2
+    assert "unknown analysis setting(s) ['epochs']" in capsys.readouterr().err
+    assert runner.main(base + ["--analysis", "best-practices", "targets=[svhn]"]) == 2
+    assert "svhn" in capsys.readouterr().err
+    assert not out.exists()  # neither the suite generated nor a job run
+
+
+def test_dry_run_prints_the_analysis_plan_and_writes_nothing(mini_suite, tmp_path, capsys):
+    out = tmp_path / "out"
+    analysis = ["--analysis", "best-practices", "images_per_class=[1, null]", "variants=[FT, F]"]
+    argv = ["--suite", "mini", "--out", str(out), "--methods", "finetune", "--domains", "aircraft,svhn",
+            "--dry-run"] + analysis
+    assert runner.main(argv + ["--data-root", str(mini_suite.decathlon_root.parent)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "source imagenet12; targets aircraft, svhn; variants FT, F; images per class 1, all" in printed
+    assert ": 8 sweep jobs" in printed  # 2 targets x 2 sizes x 2 variants x 1 seed
+    sweep_table = printed[printed.index(": 8 sweep jobs"):]
+    assert sweep_table.count("mini/feature-extractor/aircraft/s0/") == 2
+    assert str(out / "analysis" / "best-practices" / "runs") in sweep_table
+    assert runner.main(argv) == 0  # the generated suite does not exist yet under out/data
+    assert "not readable yet" in " ".join(capsys.readouterr().out.split())
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------------------------------- end to end
 
 

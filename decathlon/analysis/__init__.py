@@ -11,7 +11,14 @@
 See ``docs/analysis.md``.
 """
 
-from decathlon.analysis.best_practices import ANALYSES, AnalysisSettings, parse_analysis, run_analysis
+from decathlon.analysis.best_practices import (
+    ANALYSES,
+    AnalysisSettings,
+    check_analysis,
+    describe_analysis,
+    parse_analysis,
+    run_analysis,
+)
 from decathlon.analysis.distance import (
     cnn_domain_accuracy,
     cosine_distance,
@@ -24,7 +31,8 @@ from decathlon.analysis.recommend import decide, recommendation_matrix, tune_fre
 from decathlon.analysis.sweep import VARIANTS, plan_sweep, sweep_subset
 
 __all__ = [
-    "ANALYSES", "AnalysisSettings", "VARIANTS", "cnn_domain_accuracy", "cosine_distance", "decide",
+    "ANALYSES", "AnalysisSettings", "VARIANTS", "check_analysis", "cnn_domain_accuracy", "cosine_distance",
+    "decide", "describe_analysis",
     "linear_domain_accuracy", "median_bandwidth", "mmd2", "parse_analysis", "plan_sweep", "rank_agreement",
     "recommendation_matrix", "run_analysis", "sweep_subset", "tune_freeze_gaps",
 ]

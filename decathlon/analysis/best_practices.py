@@ -157,8 +157,13 @@ def _same_network(a: RunConfig, b: RunConfig) -> bool:
     return (a.backbone, a.width, a.pretrained) == (b.backbone, b.width, b.pretrained)
 
 
-def analysis_plan(jobs: Sequence[Job], out_dir: Path, settings: AnalysisSettings) -> AnalysisPlan:
-    """The source, the targets and their base configs from the main plan `jobs` (already run)."""
+def analysis_plan(jobs: Sequence[Job], out_dir: Path, settings: AnalysisSettings, *,
+                  require_pretrained: bool = True) -> AnalysisPlan:
+    """The source, the targets and their base configs from the main plan `jobs`.
+
+    The plan's pretraining job must have written its backbone unless `require_pretrained` is False (a
+    check or a dry run before the main plan ran).
+    """
     transfer = [j for j in jobs if j.kind == TRANSFER]
     if not transfer:
         raise ConfigError("--analysis best-practices: the plan has no transfer job to take the settings from")
@@ -179,7 +184,7 @@ def analysis_plan(jobs: Sequence[Job], out_dir: Path, settings: AnalysisSettings
         raise ConfigError("--analysis best-practices: the plan has no target domain (only the source)")
     if pretrain is not None:
         path = pretrained_path(pretrain, out_dir)
-        if not path.is_file():
+        if require_pretrained and not path.is_file():
             raise DataError(f"--analysis best-practices needs the pretrained backbone {path}, which does not "
                             "exist (did the pretraining job fail?)")
         reference = next(iter(by_domain.values())).replace(pretrained=str(path))
@@ -209,6 +214,9 @@ def analysis_plan(jobs: Sequence[Job], out_dir: Path, settings: AnalysisSettings
             if name not in by_domain:
                 raise UnknownNameError("analysed target (not in the plan)", name, by_domain)
     seeds = settings.seeds or tuple(sorted({j.config.seed for j in transfer}))
+    if not targets:
+        raise ConfigError("--analysis best-practices: no target domain to analyse "
+                          f"({'; '.join(f'{k}: {v}' for k, v in skipped.items()) or 'none selected'})")
     linked = tuple(j.job_id for j in transfer if j.config.method == settings.spottune_method)
     return AnalysisPlan(suite=source_suite, source=source_spec, source_config=source_config, targets=targets,
                         skipped=skipped, seeds=tuple(seeds), needs=(pretrain.job_id,) if pretrain else (),
@@ -523,9 +531,6 @@ def run_analysis(words: Sequence[str], jobs: Sequence[Job], out_dir: str | Path,
         print(line, file=stream, flush=True)
 
     plan = analysis_plan(jobs, out_dir, settings)
-    if not plan.targets:
-        raise ConfigError("--analysis best-practices: no target domain to analyse "
-                          f"({'; '.join(f'{k}: {v}' for k, v in plan.skipped.items()) or 'none selected'})")
     if generated is None:
         generated = get_suite(plan.suite).generated
     work = out_dir / WORK_DIR
@@ -553,3 +558,34 @@ def run_analysis(words: Sequence[str], jobs: Sequence[Job], out_dir: str | Path,
         if outcome.status in (FAILED, SKIPPED):
             say(f"  {outcome.status}: {job_id}: {outcome.message}")
     return counts[FAILED] + counts[SKIPPED]
+
+
+def check_analysis(words: Sequence[str], jobs: Sequence[Job],
+                   out_dir: str | Path) -> tuple[AnalysisSettings, AnalysisPlan]:
+    """Validate ``--analysis`` against the main plan `jobs` before anything runs: bad settings, a suite
+    without a source domain or no target to analyse fail here, not after the main run.
+    """
+    _, settings = parse_analysis(words)
+    return settings, analysis_plan(jobs, Path(out_dir).resolve(), settings, require_pretrained=False)
+
+
+def describe_analysis(words: Sequence[str], jobs: Sequence[Job],
+                      out_dir: str | Path) -> tuple[str, list[Job] | None, Path]:
+    """What :func:`run_analysis` would do, running nothing (``--dry-run``).
+
+    Returns a summary sentence, the sweep jobs (None while the targets' training labels, which size the
+    subsets, cannot be read: e.g. a generated suite before its first use) and the folder they run in.
+    """
+    settings, plan = check_analysis(words, jobs, out_dir)
+    work = Path(out_dir).resolve() / WORK_DIR
+    summary = (f"--analysis best-practices: source {plan.source.name}; targets {', '.join(plan.targets)}; "
+               f"variants {', '.join(settings.variants)}; images per class "
+               f"{', '.join('all' if n is None else str(n) for n in settings.images_per_class)}; seeds "
+               f"{', '.join(map(str, plan.seeds))}")
+    if plan.skipped:
+        summary += "; not analysed: " + "; ".join(f"{k} ({v})" for k, v in plan.skipped.items())
+    try:
+        points = plan_points(plan, settings)
+    except DataError as e:
+        return f"{summary}. Sweep jobs are sized from the training labels, not readable yet: {e}", None, work
+    return f"{summary}: {len(points)} sweep jobs", [p.job for p in points], work
