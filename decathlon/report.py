@@ -604,16 +604,18 @@ def read_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path) -> list
 
 
 def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
-               registry: Sequence[str] | None = None) -> list[Path]:
+               registry: Sequence[str] | None = None, workers: int | None = None) -> list[Path]:
     """Write every table, policy figure and submission of `store` under ``<out_dir>/reports/``.
 
     `store` has ``jobs`` and ``policy`` DataFrames (:func:`decathlon.store.load_store`). `chosen_domain`
     picks the domain of the per-class policy figure (default: the first target domain with class data).
     Files of an earlier rendering that this one does not produce are removed from ``tables/``,
     ``figures/`` and ``submissions/``, so they always reflect the store (other folders, such as
-    ``reports/analysis/``, are left alone). Returns the written paths, index (``reports/README.md``) last.
+    ``reports/analysis/``, are left alone). Figures are drawn in `workers` forked processes (default:
+    :func:`decathlon.figures.render_workers`; 1 draws them here). Returns the written paths, index
+    (``reports/README.md``) last.
     """
-    from decathlon.figures import policy_figures, save_figure
+    from decathlon.figures import policy_figures, save_figures
 
     out_dir = Path(out_dir)
     reports = out_dir / "reports"
@@ -624,7 +626,7 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     written = []
     for table in tables:
         written += write_table(table, reports / "tables")
-    figure_paths = [p for figure in figures for p in save_figure(figure, reports / "figures")]
+    figure_paths = save_figures(figures, reports / "figures", workers)
     written += figure_paths
     for submission in submissions:
         written += write_submission_files(submission)

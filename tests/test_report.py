@@ -14,7 +14,7 @@ import pytest
 
 from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS
 from decathlon.errors import DataError, UnknownNameError
-from decathlon.figures import class_usage, plot_class_usage, policy_figures
+from decathlon.figures import class_usage, plot_class_usage, policy_figures, render_pngs
 from decathlon.io import atomic_write_json
 from decathlon.report import (
     Cell,
@@ -256,6 +256,16 @@ def test_policy_figures_and_the_data_behind_them(tmp_path):
     assert classes.shape == (5, BLOCKS)
     assert classes.loc[1, "1"] == 1 and classes.loc[1, "2"] == 0
     assert not any("finetune_" in p.name for p in paths if p.parent == figures)  # no policy: no figure
+
+
+def test_figures_drawn_in_worker_processes_are_the_same_pngs():
+    figures = policy_figures(routing_store()) * 2  # 6 figures: enough for 2 workers
+    parallel = render_pngs(figures, workers=2)
+    assert not any("figure" in f.__dict__ for f in figures)  # drawn in the workers, not here
+    serial = render_pngs(figures, workers=1)
+    assert all("figure" in f.__dict__ for f in figures)
+    assert len(parallel) == 6 and all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in parallel)
+    assert parallel == serial and parallel[0] != parallel[1]
 
 
 def test_policy_heatmaps_are_labelled_annotated_and_on_a_fixed_scale():
