@@ -16,8 +16,8 @@ state, nothing left open). The heatmaps are drawn with :func:`seaborn.heatmap` (
 cells annotated when the grid is small); seaborn is imported only when a heatmap is drawn, because the
 import (which pulls in scipy.stats) costs ~1.5-2.5 s of CPU per process. The grouped bars stay plain
 matplotlib: one PolyCollection per domain draws several times faster than seaborn's barplot. A figure is
-drawn only when it is rendered (:attr:`PolicyFigure.figure`); :func:`save_figures` draws many in forked
-worker processes (:func:`render_pngs`), since drawing is most of the time of ``render_all``.
+drawn only when it is rendered (:attr:`PolicyFigure.figure`); :func:`render_pngs` draws many in forked
+worker processes, since drawing is most of the time of ``render_all``.
 """
 
 from __future__ import annotations
@@ -279,10 +279,11 @@ def render_pngs(figures: Sequence[PolicyFigure], workers: int | None = None) -> 
         return list(pool.map(_plotted_png, [f.plot for f in figures]))
 
 
-def save_figures(figures: Sequence[PolicyFigure], directory: Path, workers: int | None = None) -> list[Path]:
-    """Write ``<name>.png`` and ``<name>.csv`` (the data behind it) of every figure atomically."""
+def save_figures(figures: Sequence[PolicyFigure], pngs: Sequence[bytes], directory: Path) -> list[Path]:
+    """Write ``<name>.png`` (`pngs`, from :func:`render_pngs`) and ``<name>.csv`` (the data behind it) of
+    every figure atomically."""
     written = []
-    for figure, png in zip(figures, render_pngs(figures, workers), strict=True):
+    for figure, png in zip(figures, pngs, strict=True):
         written += [atomic_write_bytes(directory / f"{figure.name}.png", png),
                     atomic_write_text(directory / f"{figure.name}.csv", figure.data.to_csv())]
     return written

@@ -615,18 +615,19 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     :func:`decathlon.figures.render_workers`; 1 draws them here). Returns the written paths, index
     (``reports/README.md``) last.
     """
-    from decathlon.figures import policy_figures, save_figures
+    from decathlon.figures import policy_figures, render_pngs, save_figures
 
     out_dir = Path(out_dir)
     reports = out_dir / "reports"
     # read and check everything first, so that bad input fails before any file is written
     tables = build_tables(store.jobs, registry=registry)
     figures = policy_figures(store, chosen_domain=chosen_domain)
+    pngs = render_pngs(figures, workers)
     submissions = read_submissions(out_dir, store.jobs, reports / "submissions")
     written = []
     for table in tables:
         written += write_table(table, reports / "tables")
-    figure_paths = save_figures(figures, reports / "figures", workers)
+    figure_paths = save_figures(figures, pngs, reports / "figures")
     written += figure_paths
     for submission in submissions:
         written += write_submission_files(submission)
