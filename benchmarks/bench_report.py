@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     times, cpu, paths = [], [], []
     for _ in range(args.repeats):
         start, start_cpu = time.perf_counter(), cpu_seconds()
-        paths = render_all(out, store, workers=args.workers)
+        paths = render_all(out, store, workers=workers)
         times.append(time.perf_counter() - start)
         cpu.append(cpu_seconds() - start_cpu)
     kinds = {suffix: sum(p.suffix == suffix for p in paths) for suffix in (".md", ".tex", ".csv", ".png",

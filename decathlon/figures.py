@@ -143,8 +143,11 @@ def _heatmap(data: pd.DataFrame, title: str, ylabels: Sequence[str] | int, ylabe
     sns.heatmap(data.astype(float), ax=ax, cbar_ax=cax, vmin=0.0, vmax=1.0, cmap=HEATMAP_CMAP,
                 annot=annotate, fmt=".2f", annot_kws={"fontsize": 6.5}, xticklabels=False, yticklabels=False)
     ax.set_xticks([i + 0.5 for i in range(cols)], [str(c) for c in data.columns], fontsize=8)
-    shown = range(0, rows, ylabels) if isinstance(ylabels, int) else range(rows)
-    labels = [str(data.index[i]) for i in shown] if isinstance(ylabels, int) else list(ylabels)
+    if isinstance(ylabels, int):  # every n-th row labelled with its index value
+        shown = range(0, rows, ylabels)
+        labels = [str(data.index[i]) for i in shown]
+    else:
+        shown, labels = range(rows), list(ylabels)
     ax.set_yticks([i + 0.5 for i in shown], labels, fontsize=8, rotation=0)
     cax.set_ylabel("fraction fine-tuned", fontsize=8)  # short: it must fit the shortest figure's height
     cax.tick_params(labelsize=7)

@@ -431,11 +431,11 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
     if args.analysis:  # checked before anything runs: a bad setting must not cost the main run first
         from decathlon.analysis import check_analysis, describe_analysis
 
-        check_analysis(args.analysis, jobs, out_dir)
+        analysis = check_analysis(args.analysis, jobs, out_dir)
     if args.dry_run:
         console.print(plan_table(jobs, out_dir))
         if args.analysis:
-            summary, sweep_jobs, work = describe_analysis(args.analysis, jobs, out_dir)
+            summary, sweep_jobs, work = describe_analysis(*analysis, out_dir)
             say(summary)
             if sweep_jobs is not None:
                 console.print(plan_table(sweep_jobs, work))

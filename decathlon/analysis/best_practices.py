@@ -569,14 +569,14 @@ def check_analysis(words: Sequence[str], jobs: Sequence[Job],
     return settings, analysis_plan(jobs, Path(out_dir).resolve(), settings, require_pretrained=False)
 
 
-def describe_analysis(words: Sequence[str], jobs: Sequence[Job],
+def describe_analysis(settings: AnalysisSettings, plan: AnalysisPlan,
                       out_dir: str | Path) -> tuple[str, list[Job] | None, Path]:
-    """What :func:`run_analysis` would do, running nothing (``--dry-run``).
+    """What :func:`run_analysis` would do with the checked `settings` and `plan` (:func:`check_analysis`),
+    running nothing (``--dry-run``).
 
     Returns a summary sentence, the sweep jobs (None while the targets' training labels, which size the
     subsets, cannot be read: e.g. a generated suite before its first use) and the folder they run in.
     """
-    settings, plan = check_analysis(words, jobs, out_dir)
     work = Path(out_dir).resolve() / WORK_DIR
     summary = (f"--analysis best-practices: source {plan.source.name}; targets {', '.join(plan.targets)}; "
                f"variants {', '.join(settings.variants)}; images per class "
