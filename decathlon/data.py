@@ -513,9 +513,11 @@ def _rgb(value: Any, key: str, path: Path) -> tuple[float, float, float]:
 def load_mean_std(root: str | os.PathLike | None, spec: DomainSpec) -> tuple[tuple[float, ...], ...]:
     """(mean, std) of `spec`'s images: the user's ``decathlon_mean_std.pickle`` when it is present in
     `root` (or ``root/decathlon-1.0``) and has the domain's keys ``<name>mean``/``<name>std``, else the
-    values built into the spec.
+    values built into the spec. Only Decathlon-layout domains read the pickle: the extra datasets use the
+    ImageNet statistics of their ImageNet-pretrained network (the pickle's ``sketches`` entry describes
+    the Decathlon-style 72 px copy).
     """
-    if root is None:
+    if root is None or spec.layout != "decathlon":
         return spec.mean, spec.std
     candidates = (Path(root) / MEAN_STD_FILE, Path(root) / DECATHLON_FOLDER / MEAN_STD_FILE)
     path = next((p for p in candidates if p.is_file()), None)
