@@ -1,8 +1,12 @@
-"""Command line of the benchmark: ``python -m decathlon {generate,score} ...``.
+"""Command line of the benchmark: ``python -m decathlon {generate,score,download,verify} ...``.
 
 - ``generate --out DIR [--seed N] [--image-size PX]``: write the generated suite (see decathlon.generate).
 - ``score --submission results.json --annotations DIR [--baseline FILE] [--json]``: score a submission
   against the labelled ``<domain>_test.json`` files (per-domain accuracy, points and S).
+- ``download {decathlon,extra,weights} --root DIR ...``: fetch and unpack the real data or the
+  ResNet-26 weights, resumable and verified (see decathlon.download).
+- ``verify --data-root DIR/decathlon-1.0 [--extra-root DIR]``: check the data against the known class
+  counts and split sizes; exits 1 on a mismatch (see decathlon.verify).
 
 Bad input prints one line on stderr and exits with status 2; ``--debug`` shows the traceback instead.
 """
@@ -17,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from decathlon import download, verify
 from decathlon.errors import DataError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -44,6 +49,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     score.add_argument("--baseline", type=Path, default=None,
                        help="JSON object {domain: accuracy %%} (default: the published Fine-tuning)")
     score.add_argument("--json", action="store_true", help="print the result as JSON")
+    download.add_parser(sub, [debug])
+    verify.add_parser(sub, [debug])
     return parser
 
 
@@ -108,7 +115,7 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": _generate, "score": _score}
+COMMANDS = {"generate": _generate, "score": _score, "download": download.run, "verify": verify.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
