@@ -419,3 +419,35 @@ def test_weights_are_downloaded_and_a_web_page_is_refused(server, tmp_path, caps
     with pytest.raises(DownloadError, match="answered with a web page"):
         download.download_weights(tmp_path / "other", url=f"{base}/w/resnet26_pretrained.t7", options=NO_WAIT)
     assert not (tmp_path / "other" / download.WEIGHTS_FILE).exists()
+
+
+def test_weights_convert_to_the_harness_format(server, tmp_path, capsys):
+    import torch
+
+    from spottune.checkpoint import load_checkpoint
+    from tests.test_official import save, standins_importable
+
+    with standins_importable() as m, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = m["models"].resnet26([1000]).eval()
+        official = save({"net": net}, tmp_path / "served.t7", "legacy")
+    base, served = server
+    served.files["/w/resnet26_pretrained.t7"] = official.read_bytes()
+    assert main(["download", "weights", "--root", str(tmp_path / "w"), "--no-progress", "--convert",
+                 "--url", f"{base}/w/resnet26_pretrained.t7"]) == 0
+    converted = tmp_path / "w" / download.CONVERTED_WEIGHTS
+    assert f"--pretrained {converted}" in capsys.readouterr().out
+    state = load_checkpoint(converted)["model_state"]
+    assert torch.equal(state["stem.conv.weight"], net.pre_layers_conv.conv.weight.detach())
+
+
+def test_run_all_without_data_root_names_the_download_and_verify_commands(tmp_path, capsys):
+    from decathlon import runner
+
+    assert runner.main(["--suite", "decathlon", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs --data-root" in err
+    assert "python -m decathlon download decathlon --root DIR" in err
+    assert "python -m decathlon verify --data-root DIR/decathlon-1.0" in err
+    assert runner.main(["--suite", "extra", "--out", str(tmp_path)]) == 2
+    assert "python -m decathlon download extra --root DIR" in capsys.readouterr().err
