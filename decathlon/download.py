@@ -42,7 +42,7 @@ from types import MappingProxyType
 
 from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS
 from decathlon.errors import ConfigError, DataError, DownloadError
-from decathlon.fetch import DEFAULT_OPTIONS, Fetched, FetchOptions, fetch, read_manifest, record
+from decathlon.fetch import DEFAULT_OPTIONS, Fetched, FetchOptions, fetch, read_manifest, record, sha256_file
 
 DECATHLON_FOLDER = "decathlon-1.0"
 OFFICIAL_DATA_URL = "http://www.robots.ox.ac.uk/~vgg/share"  # download_data.sh (residual_adapters)
@@ -143,11 +143,25 @@ def _unpack_folder(archive: Path, parent: Path, names: Sequence[str], target: st
 
 
 def _fetch_once(root: Path, url: str, dest: Path, options: FetchOptions) -> Fetched | None:
-    """Fetch `url` to `dest` unless the manifest says it is there already; record it in the manifest."""
+    """Fetch `url` to `dest` unless it is there already; record it in the manifest.
+
+    A file already at `dest` that the manifest does not know (e.g. fetched by hand) is adopted: its
+    sha256 is recorded (and compared with the published one, if any); archives are read through when
+    unpacked. Returns None when nothing was fetched.
+    """
     entry = read_manifest(root).get(dest.name, {})
+    published = PUBLISHED_SHA256.get(url)
     if dest.is_file() and entry.get("url") == url and entry.get("size") == dest.stat().st_size:
         return None
-    fetched = fetch(url, dest, sha256=PUBLISHED_SHA256.get(url), options=options)
+    if dest.is_file() and not entry:
+        digest = sha256_file(dest)
+        if published and digest != published:
+            raise DataError(f"{dest} (found in place) has sha256 {digest}, not the published {published}; "
+                            "delete it and run the command again")
+        record(root, dest.name, url=url, size=dest.stat().st_size, sha256=digest,
+               verified="published sha256" if published else "found in place")
+        return None
+    fetched = fetch(url, dest, sha256=published, options=options)
     record(root, dest.name, **fetched.manifest_entry())
     return fetched
 

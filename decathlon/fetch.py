@@ -147,9 +147,9 @@ def _attempt(url: str, part: Path, timeout_s: float, bar: Any) -> None:
             got = part.stat().st_size
             raise _Retry(f"connection lost after {got} bytes ({type(exc).__name__})") from None
         finally:
-            if bar:
+            size = part.stat().st_size
+            if bar and (total is None or size != total):  # a finished bar stays on screen, a broken one goes
                 bar.remove_task(task)
-    size = part.stat().st_size
     if total is not None and size != total:
         raise _Retry(f"connection closed after {size} of {total} bytes")
 

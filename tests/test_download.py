@@ -451,3 +451,18 @@ def test_run_all_without_data_root_names_the_download_and_verify_commands(tmp_pa
     assert "python -m decathlon verify --data-root DIR/decathlon-1.0" in err
     assert runner.main(["--suite", "extra", "--out", str(tmp_path)]) == 2
     assert "python -m decathlon download extra --root DIR" in capsys.readouterr().err
+
+
+def test_archives_already_in_place_are_adopted_not_fetched(server, archives, tmp_path):
+    base, served = server
+    _serve(served, archives)
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / download.DATA_ARCHIVE).write_bytes(archives[download.DATA_ARCHIVE])  # fetched by hand
+    download.download_decathlon(root, base_url=f"{base}/share", labels_url=f"{base}/labels/labels_test.zip",
+                                options=NO_WAIT, say=lambda s: None)
+    assert served.requests(download.DATA_ARCHIVE) == []
+    entry = read_manifest(root)[download.DATA_ARCHIVE]
+    assert entry["verified"] == "found in place" and entry["unpacked"] is True
+    assert entry["sha256"] == hashlib.sha256(archives[download.DATA_ARCHIVE]).hexdigest()
+    assert sorted(p.name for p in (root / "decathlon-1.0" / "data").iterdir()) == sorted(DOMAINS)
