@@ -142,6 +142,15 @@ def _unpack_folder(archive: Path, parent: Path, names: Sequence[str], target: st
 # the Decathlon
 
 
+def _select(given: Sequence[str] | None, known: Sequence[str], flag: str) -> list[str]:
+    """`given` names (all of `known` when None); ConfigError naming `flag` for an unknown one."""
+    names = list(known if given is None else given)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ConfigError(f"{flag} {','.join(unknown)}: unknown; known: {', '.join(known)}")
+    return names
+
+
 def _fetch_once(root: Path, url: str, dest: Path, options: FetchOptions) -> Fetched | None:
     """Fetch `url` to `dest` unless it is there already; record it in the manifest.
 
@@ -270,11 +279,7 @@ def download_decathlon(root: str | os.PathLike, *, base_url: str = OFFICIAL_DATA
     unless `keep_archives`. Re-running skips what is done. Raises DownloadError (network) or DataError
     (corrupt archive, wrong content), each naming the file.
     """
-    wanted = list(DECATHLON_COLUMNS if domains is None else domains)
-    unknown = sorted(set(wanted) - set(DECATHLON_COLUMNS))
-    if unknown:
-        raise ConfigError(f"--domains {','.join(unknown)}: not Decathlon domains; known: "
-                          f"{', '.join(DECATHLON_COLUMNS)}")
+    wanted = _select(domains, DECATHLON_COLUMNS, "--domains")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     dec = root / DECATHLON_FOLDER
@@ -339,11 +344,7 @@ def download_extra(root: str | os.PathLike, *, base_url: str | None = None,
     every dataset not yet in place, holding ``<piggyback folder>/`` (or ``<name>/``) with ``train/`` and
     ``test/``. Raises DownloadError or DataError naming the file.
     """
-    names = list(EXTRA_COLUMNS if datasets is None else datasets)
-    unknown = sorted(set(names) - set(EXTRA_COLUMNS))
-    if unknown:
-        raise ConfigError(f"--datasets {','.join(unknown)}: not extra datasets; known: "
-                          f"{', '.join(EXTRA_COLUMNS)}")
+    names = _select(datasets, EXTRA_COLUMNS, "--datasets")
     root = Path(root)
     missing = [n for n in names if not (root / n).is_dir()]
     if not missing:

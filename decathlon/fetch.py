@@ -96,7 +96,7 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return (int(start) if start else None), (int(total) if total != "*" else None)
 
 
-def _open(url: str, have: int, timeout_s: float) -> http.client.HTTPResponse | None:
+def _open(url: str, part: Path, have: int, timeout_s: float) -> http.client.HTTPResponse | None:
     """Open `url`, asking for the bytes from `have` on; None when the .part file is already whole."""
     headers = {"User-Agent": "spottune-decathlon", "Accept-Encoding": "identity"}
     if have:
@@ -108,7 +108,8 @@ def _open(url: str, have: int, timeout_s: float) -> http.client.HTTPResponse | N
         if exc.code == 416 and have:  # nothing left after `have`: whole if the total says so
             if _content_range(exc.headers.get("Content-Range"))[1] == have:
                 return None
-            raise _Retry(f"the server refused to resume at byte {have}") from None
+            part.unlink()  # longer than the file now served: start over
+            raise _Retry(f"the server refused to resume at byte {have}; starting over") from None
         if exc.code in RETRY_STATUS:
             raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; expected the file") from None
@@ -119,7 +120,7 @@ def _open(url: str, have: int, timeout_s: float) -> http.client.HTTPResponse | N
 def _attempt(url: str, part: Path, timeout_s: float, bar: Any) -> None:
     """One try: append the missing bytes to `part`; raises _Retry when it ends short."""
     have = part.stat().st_size if part.exists() else 0
-    response = _open(url, have, timeout_s)
+    response = _open(url, part, have, timeout_s)
     if response is None:
         return
     with response:

@@ -187,14 +187,14 @@ def run(args: argparse.Namespace) -> int:
         if unknown:
             raise DataError(f"--domains {','.join(unknown)}: unknown; known: {', '.join(sorted(known))}")
         specs = tuple(s for s in specs if s.name in args.domains)
-    bad: list[str] = []
-    for root, check, title in ((args.data_root, verify_decathlon, "Decathlon"),
-                               (args.extra_root, verify_extra, "extra datasets")):
-        if root is None:
-            continue
-        checks = check(root, specs)
-        print_table(checks, f"{title}: {root}")
-        bad += failures(checks, args.domains or ())
+    checks: list[DomainCheck] = []
+    if args.data_root is not None:
+        checks += verify_decathlon(args.data_root, specs)
+    if args.extra_root is not None:
+        checks += verify_extra(args.extra_root, specs)
+    roots = [str(r) for r in (args.data_root, args.extra_root) if r is not None]
+    print_table(checks, f"verify ({args.sizes} sizes): {' and '.join(roots)}")
+    bad = failures(checks, args.domains or ())
     for line in bad:
         print(f"error: {line}", file=sys.stderr)
     print("verify: " + ("all checks passed" if not bad else f"{len(bad)} problem(s)"))

@@ -466,3 +466,27 @@ def test_archives_already_in_place_are_adopted_not_fetched(server, archives, tmp
     assert entry["verified"] == "found in place" and entry["unpacked"] is True
     assert entry["sha256"] == hashlib.sha256(archives[download.DATA_ARCHIVE]).hexdigest()
     assert sorted(p.name for p in (root / "decathlon-1.0" / "data").iterdir()) == sorted(DOMAINS)
+
+
+def test_unknown_names_are_one_line_errors(tmp_path, capsys):
+    assert main(["download", "decathlon", "--root", str(tmp_path), "--domains", "dtd,mnist"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--domains mnist: unknown" in err
+    assert main(["download", "extra", "--root", str(tmp_path), "--datasets", "pets"]) == 2
+    assert "--datasets pets: unknown" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing was fetched or written
+
+
+def test_a_whole_or_overlong_part_file_is_finished_or_restarted(server, archives, tmp_path):
+    base, served = server
+    _serve(served, archives)
+    body = archives[download.DEVKIT_ARCHIVE]
+    url = f"{base}/share/{download.DEVKIT_ARCHIVE}"
+    whole, overlong = tmp_path / "whole.tar.gz", tmp_path / "overlong.tar.gz"
+    part_path(whole).write_bytes(body)  # a run that stopped between the last byte and the rename
+    part_path(overlong).write_bytes(body + b"stale bytes of another version")
+    assert fetch(url, whole, options=NO_WAIT).sha256 == hashlib.sha256(body).hexdigest()
+    fetch(url, overlong, options=NO_WAIT)
+    assert whole.read_bytes() == body and overlong.read_bytes() == body
+    n = len(body)
+    assert served.requests(download.DEVKIT_ARCHIVE) == [f"bytes={n}-", f"bytes={n + 30}-", None]
