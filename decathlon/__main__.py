@@ -1,4 +1,4 @@
-"""Command line of the benchmark: ``python -m decathlon {generate,score} ...``.
+"""Command line of the benchmark: ``python -m decathlon {generate,score,download,verify} ...``.
 
 - ``generate --out DIR [--seed N] [--image-size PX]``: write the generated suite (see decathlon.generate).
 - ``score --submission results.json --annotations DIR [--baseline FILE] [--json]``: score a submission
@@ -6,6 +6,10 @@
   is the published Fine-tuning model on the real Decathlon; anywhere else (the generated suite) pass
   ``--baseline``, the ``baseline.json`` the reports write beside each submission. The output names the
   baseline it used and every domain with test images that have no prediction.
+- ``download {decathlon,extra,weights} --root DIR ...``: fetch and unpack the real data or the
+  ResNet-26 weights, resumable and verified (see decathlon.download).
+- ``verify --data-root DIR/decathlon-1.0 [--extra-root DIR]``: check the data against the known class
+  counts and split sizes; exits 1 on a mismatch (see decathlon.verify).
 
 Bad input prints one line on stderr and exits with status 2; ``--debug`` shows the traceback instead.
 """
@@ -20,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from decathlon import download, verify
 from decathlon.errors import DataError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -48,6 +53,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="JSON object {domain: accuracy %%}, e.g. the baseline.json beside a report's "
                             "submission (default: the published Fine-tuning; required for generated data)")
     score.add_argument("--json", action="store_true", help="print the result as JSON")
+    download.add_parser(sub, [debug])
+    verify.add_parser(sub, [debug])
     return parser
 
 
@@ -122,7 +129,7 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": _generate, "score": _score}
+COMMANDS = {"generate": _generate, "score": _score, "download": download.run, "verify": verify.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
