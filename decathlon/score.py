@@ -270,7 +270,8 @@ def score_submission(submission_path: str | os.PathLike, annotations_dir: str | 
         raise DataError(f"{directory}: the test annotations of {', '.join(generated)} were written by "
                         f"{GENERATOR} (the generated suite); the published Fine-tuning baseline applies "
                         "to the real Decathlon only: pass --baseline, a JSON object {domain: accuracy %} of "
-                        "this run's own finetune (the reports write it as baseline.json beside each submission)")
+                        "this run's own finetune (the reports write it as baseline.json beside each "
+                        "submission)")
     present = {owner[i] for i in predicted}
     accuracy = {d: 100.0 * correct[d] / len(tests[d].labels) for d in present}
     counted = {d: 0 for d in tests}

@@ -86,7 +86,8 @@ def test_unlabelled_test_split_has_no_accuracy(mini_suite, tmp_path):
     root = tmp_path / "decathlon-1.0"
     shutil.copytree(mini_suite.decathlon_root, root)
     (root / "annotations" / "aircraft_test.json").unlink()
-    result = run(_config(mini_suite, "finetune", protocol="trainval->test", data_root=str(root)), tmp_path / "r")
+    config = _config(mini_suite, "finetune", protocol="trainval->test", data_root=str(root))
+    result = run(config, tmp_path / "r")
     assert result["top1"] is None and result["loss"] is None
     assert json.loads((tmp_path / "r" / "result.json").read_text())["top1"] is None
     predictions = json.loads((tmp_path / "r" / "predictions.json").read_text())

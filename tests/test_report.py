@@ -241,7 +241,8 @@ def test_unlabelled_test_split_is_missing_not_zero():
 
 def test_published_comparison_only_for_the_same_protocol_and_recipe():
     def comparison(**kw):
-        jobs = pd.DataFrame([job_row("decathlon", "spottune", d, 0, acc, **kw) for d, acc in PUBLISHED_FT.items()])
+        jobs = pd.DataFrame([job_row("decathlon", "spottune", d, 0, acc, **kw)
+                             for d, acc in PUBLISHED_FT.items()])
         return build_tables(jobs, registry=REGISTRY)[1]
 
     def delta(table):
