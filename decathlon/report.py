@@ -45,12 +45,13 @@ GROUP_COLUMNS = ("suite", "family", "protocol", "preset", "schedule", "config_ha
 PARTIAL = "*"  # marks a mean / S / #par computed over fewer domains than the table has
 UNLABELLED = "†"  # marks a cell whose evaluation split has no labels (no accuracy)
 MISSING_MD, MISSING_TEX = "–", "--"
-# Settings that name files rather than configure training: shown by file name in captions.
+# Settings that name files rather than configure training: where the weights live is not a setting (runs
+# of different weights still get tables of their own: their config hashes differ).
 PATH_SETTINGS = ("pretrained", "pretrained_deep")
-# Settings that do not change what is computed (loading, placement, logging, the weights' location): a
+# Settings that do not change what is computed (loading, placement, logging): a
 # run differing from the reference recipe only in these is still compared with the published numbers.
-NEUTRAL_SETTINGS = PATH_SETTINGS + ("num_workers", "eval_batch_size", "device", "log_every", "cache",
-                                    "channels_last", "compile")
+NEUTRAL_SETTINGS = ("num_workers", "eval_batch_size", "device", "log_every", "cache", "channels_last",
+                    "compile")
 
 
 # ----------------------------------------------------------------------------------------------- cells
@@ -182,8 +183,8 @@ class GroupKey:
 
     ``differences`` are the settings that differ from the suite's defaults, as ``name=value`` texts (None:
     the store did not record the settings); ``recipe_differences`` the names of those that change what is
-    computed (not in :data:`NEUTRAL_SETTINGS`). ``tag`` is appended to the slug when the base slug alone
-    would not be unique or the settings are not the defaults.
+    computed (not in :data:`NEUTRAL_SETTINGS`). ``tag`` (the config hash) is appended to the slug when the
+    settings are not the defaults, or when the base slug alone would not be unique.
     """
 
     suite: str
@@ -255,15 +256,14 @@ def suite_defaults(suite: str, family: str) -> dict[str, object]:
 
 
 def _setting_text(name: str, value: object) -> str:
-    if name in PATH_SETTINGS and isinstance(value, str):
-        value = Path(value).name  # where the weights live is not a setting; which file is
     return f"{name}={value if isinstance(value, str) else json.dumps(value)}"
 
 
 def settings_differences(suite: str, family: str, settings: object) -> tuple[tuple[str, ...] | None,
                                                                             tuple[str, ...]]:
-    """(``name=value`` for every setting differing from :func:`suite_defaults`, the names among them that
-    change what is computed). `settings` is the store's JSON text (or mapping); missing -> (None, ())."""
+    """(``name=value`` for every setting differing from :func:`suite_defaults`, the weights' paths
+    (:data:`PATH_SETTINGS`) excepted, and the names among them that change what is computed). `settings` is
+    the store's JSON text (or mapping); missing -> (None, ())."""
     if isinstance(settings, str):
         try:
             settings = json.loads(settings)
@@ -272,7 +272,8 @@ def settings_differences(suite: str, family: str, settings: object) -> tuple[tup
     if not isinstance(settings, Mapping):
         return None, ()
     defaults = suite_defaults(suite, family)
-    differing = sorted(k for k, v in settings.items() if defaults.get(k, v) != v or k not in defaults)
+    differing = sorted(k for k, v in settings.items()
+                       if k not in PATH_SETTINGS and (k not in defaults or defaults[k] != v))
     return (tuple(_setting_text(k, settings[k]) for k in differing),
             tuple(k for k in differing if k not in NEUTRAL_SETTINGS))
 
@@ -292,8 +293,9 @@ def group_jobs(jobs: pd.DataFrame) -> list[tuple[GroupKey, pd.DataFrame]]:
         key = GroupKey(*(str(v) for v in values))
         differences, recipe = settings_differences(key.suite, key.family, settings[rows.index[0]])
         groups.append((dataclasses.replace(key, differences=differences, recipe_differences=recipe), rows))
-    base_slugs = Counter(key.slug for key, _ in groups)
-    groups = [(dataclasses.replace(key, tag=key.config_hash) if base_slugs[key.slug] > 1 or key.differences
+    # the suite's default configuration keeps the plain name; any other gets its config hash appended
+    plain = Counter(key.slug for key, _ in groups if not key.differences)
+    groups = [(dataclasses.replace(key, tag=key.config_hash) if key.differences or plain[key.slug] > 1
                else key, rows) for key, rows in groups]
     return sorted(groups, key=lambda g: _sort_key(g[0]))
 
@@ -810,3 +812,7 @@ def _remove_stale(reports: Path, written: Sequence[Path]) -> None:
         for path in (reports / folder).rglob("*"):
             if path.is_file() and path.suffix in REPORT_SUFFIXES and path.resolve() not in keep:
                 path.unlink()
+        # folders emptied by that (e.g. a submission group of another configuration), deepest first
+        for path in sorted((reports / folder).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()

@@ -201,11 +201,14 @@ def test_protocols_presets_and_families_are_never_mixed():
 def test_every_setting_but_the_seed_separates_tables_and_is_named():
     # two runs of one method with different epochs (or AMP) are two configurations: two tables, never
     # one row with "the last kept"; each caption names the settings that differ from the suite's defaults
-    jobs = pd.DataFrame([job_row("mini", "finetune", "svhn", s, 40.0 + s) for s in (0, 1)]
+    # (where the pretrained weights live is not a setting: the default group keeps the plain name)
+    jobs = pd.DataFrame([job_row("mini", "finetune", "svhn", s, 40.0 + s, pretrained="/runs/backbone.pt")
+                         for s in (0, 1)]
                         + [job_row("mini", "finetune", "svhn", 0, 70.0, epochs=5)]
                         + [job_row("mini", "finetune", "svhn", 0, 75.0, epochs=5, amp=True)])
     tables = build_tables(jobs, registry=REGISTRY)
     assert len(tables) == 3 and len({t.name for t in tables}) == 3
+    assert "mini-decathlon_trainval-test_faithful-faithful" in {t.name for t in tables}
     by_caption = {t.caption: dict(t.rows)["finetune"][t.columns.index("SVHN")].text() for t in tables}
     default = next(c for c in by_caption if "Settings: the suite's defaults." in c)
     assert by_caption[default] == "40.50 ± 0.71"  # the two seeds of the default configuration only
@@ -388,6 +391,9 @@ def test_render_all_writes_every_format_and_removes_stale_files(tmp_path):
     stale = tmp_path / "reports" / "tables" / "old_table.md"
     stale.parent.mkdir(parents=True)
     stale.write_text("from an earlier store")
+    stale_submission = tmp_path / "reports" / "submissions" / "old_group" / "finetune_s0" / "results.json"
+    stale_submission.parent.mkdir(parents=True)
+    stale_submission.write_text("[]")
     keep = tmp_path / "reports" / "notes.txt"  # not a report file: left alone
     keep.write_text("mine")
     other = tmp_path / "reports" / "analysis" / "sweep.csv"  # another tool's folder: left alone
@@ -404,6 +410,7 @@ def test_render_all_writes_every_format_and_removes_stale_files(tmp_path):
     assert paths[-1] == tmp_path / "reports" / "README.md"
     assert "| finetune |" in paths[-1].read_text()
     assert not stale.exists() and keep.read_text() == "mine" and other.read_text() == "a,b\n"
+    assert not (tmp_path / "reports" / "submissions" / "old_group").exists()  # no empty folders left
     assert not list((tmp_path / "reports").rglob("*.tmp"))
 
 
