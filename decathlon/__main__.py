@@ -73,12 +73,12 @@ def _read_baseline(path: Path | None) -> Mapping[str, float] | None:
 
 
 def _print_score(result: Mapping[str, Any], stream, baseline: str) -> None:
-    from decathlon.score import unpredicted_lines
+    from decathlon.score import score_notes
 
     rows = [(name, "–" if d["accuracy"] is None else f"{d['accuracy']:.2f}", f"{d['points']:.1f}")
             for name, d in result["domains"].items()]
     missing = ", ".join(result["missing"])
-    footer = [f"S baseline: {baseline}", *unpredicted_lines(result)]
+    footer = [f"S baseline: {baseline}", *score_notes(result)]
     if stream.isatty():
         from rich.console import Console
         from rich.table import Table

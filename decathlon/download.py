@@ -101,7 +101,8 @@ def _remove_leftovers(folder: Path) -> None:
 
 
 def _corrupt(archive: Path, exc: BaseException) -> DataError:
-    return DataError(f"{archive} is corrupt or truncated ({type(exc).__name__}: {exc}); delete it and run "
+    reason = " ".join(str(exc).split())  # tarfile's "method gz/bz2/...": one line
+    return DataError(f"{archive} is corrupt or truncated ({type(exc).__name__}: {reason}); delete it and run "
                      "the command again to download it anew")
 
 

@@ -113,6 +113,8 @@ def _open(url: str, part: Path, have: int, timeout_s: float) -> http.client.HTTP
         if exc.code in RETRY_STATUS:
             raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}; expected the file") from None
+    except ValueError as exc:  # urllib: not a URL at all ("unknown url type")
+        raise DownloadError(f"{url!r} is not a URL ({exc}); expected http(s)://... or file://...") from None
     except (urllib.error.URLError, OSError) as exc:
         raise _Retry(str(getattr(exc, "reason", exc))) from None
 

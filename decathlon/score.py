@@ -238,13 +238,23 @@ def score_submission(submission_path: str | os.PathLike, annotations_dir: str | 
     published Fine-tuning, real Decathlon annotations only). Test images without a prediction count as
     errors (``unpredicted`` of ``images``); baseline domains without any prediction score 0, have no
     accuracy (None) and are listed in ``missing``. Predictions for domains outside the baseline are checked
-    but not scored. DataError for unreadable or inconsistent input, and for generated annotations scored
-    without a `baseline` (their S would be measured against the real Decathlon's Fine-tuning).
+    but not scored (``unscored``); predictions for domains with only ``<domain>_test_stripped.json`` (no
+    labels) are not scored either (``unlabelled``). DataError for unreadable or inconsistent input, for a
+    baseline naming a domain without test annotations in `annotations_dir`, and for generated annotations
+    scored without a `baseline` (their S would be measured against the real Decathlon's Fine-tuning).
     """
     path, directory = Path(submission_path), Path(annotations_dir)
     entries = _read_submission(path)
     tests = _read_test_sets(directory)
+    stripped = _stripped_ids(directory, exclude=tests)
+    if baseline is not None:
+        unknown = sorted(set(baseline) - set(tests) - set(stripped))
+        if unknown:
+            raise DataError(f"the baseline names {', '.join(unknown)}, which has no test annotations in "
+                            f"{directory}; expected domains among {', '.join(sorted({*tests, *stripped}))}")
     owner = {image_id: domain for domain, test in tests.items() for image_id in test.labels}
+    unlabelled_owner = {image_id: domain for domain, ids in stripped.items() for image_id in ids}
+    unlabelled: set[str] = set()
     correct = {domain: 0 for domain in tests}
     predicted: set[int] = set()
     for i, entry in enumerate(entries):
@@ -254,6 +264,9 @@ def score_submission(submission_path: str | os.PathLike, annotations_dir: str | 
         image_id = _as_int(entry["image_id"], f"image_id of entry #{i} of {path}")
         category_id = _as_int(entry["category_id"], f"category_id of entry #{i} of {path}")
         domain = owner.get(image_id)
+        if domain is None and image_id in unlabelled_owner:
+            unlabelled.add(unlabelled_owner[image_id])  # a domain without labelled test file: not scored
+            continue
         if domain is None:
             raise DataError(f"image_id {image_id} (entry #{i} of {path}) is in no test annotation file in "
                             f"{directory} ({', '.join(sorted(tests))})")
@@ -286,12 +299,35 @@ def score_submission(submission_path: str | os.PathLike, annotations_dir: str | 
                         "unpredicted": images[d] - counted.get(d, 0)} for d, p in result.points.items()},
         "score": result.total,
         "missing": list(result.missing),
+        "unlabelled": sorted(unlabelled),
+        "unscored": sorted(present - set(baseline)),
         "baseline": description,
     }
 
 
-def unpredicted_lines(result: Mapping[str, Any]) -> list[str]:
-    """"<domain>: N of M test images have no prediction (counted wrong)" for every scored domain with
-    predictions missing for some of its images (a :func:`score_submission` result)."""
-    return [f"{d}: {e['unpredicted']} of {e['images']} test images have no prediction (counted wrong)"
-            for d, e in result["domains"].items() if d not in result["missing"] and e.get("unpredicted")]
+def _stripped_ids(directory: Path, exclude: Mapping[str, Any]) -> dict[str, set[int]]:
+    """Image ids of the ``<domain>_test_stripped.json`` files of domains not in `exclude` (no labels)."""
+    out = {}
+    for path in sorted(directory.glob("*_test_stripped.json")):
+        domain = path.name[: -len("_test_stripped.json")]
+        if domain in exclude:
+            continue
+        try:
+            out[domain] = {int(im["id"]) for im in json.loads(path.read_text(encoding="utf-8"))["images"]}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"cannot read test images of {path}: {exc!r}; expected COCO-style JSON with "
+                            "an 'images' list") from None
+    return out
+
+
+def score_notes(result: Mapping[str, Any]) -> list[str]:
+    """One line per thing a score leaves out or counts wrong (a :func:`score_submission` result): "<domain>:
+    N of M test images have no prediction (counted wrong)" for every scored domain with predictions
+    missing, and the domains whose predictions were not scored (no labels; not in the baseline)."""
+    lines = [f"{d}: {e['unpredicted']} of {e['images']} test images have no prediction (counted wrong)"
+             for d, e in result["domains"].items() if d not in result["missing"] and e.get("unpredicted")]
+    lines += [f"{d}: no labelled test file (only {d}_test_stripped.json): its predictions are not "
+              "scored" for d in result.get("unlabelled", ())]
+    lines += [f"{d}: not in the S baseline: its predictions are not scored"
+              for d in result.get("unscored", ())]
+    return lines

@@ -475,6 +475,10 @@ def test_unknown_names_are_one_line_errors(tmp_path, capsys):
     assert main(["download", "extra", "--root", str(tmp_path), "--datasets", "pets"]) == 2
     assert "--datasets pets: unknown" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing was fetched or written
+    # not a URL at all: one line, no traceback
+    assert main(["download", "decathlon", "--root", str(tmp_path / "x"), "--base-url", "notaurl"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'notaurl/decathlon-1.0-devkit.tar.gz' is not a URL" in err
 
 
 def test_a_whole_or_overlong_part_file_is_finished_or_restarted(server, archives, tmp_path):

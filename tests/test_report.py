@@ -499,6 +499,23 @@ def test_submission_is_valid_against_the_generated_suite(tmp_path, mini_suite):
     assert finetune_score["domains"]["svhn"]["points"] == pytest.approx(250.0)  # its own baseline
 
 
+def test_real_suite_submission_on_generated_files_is_scored_with_the_tables_baseline(tmp_path, mini_suite):
+    # a `--suite decathlon` run whose annotation files were written by decathlon.generate (a local mirror):
+    # the table scores against the published Fine-tuning, and so does score.md, without refusing
+    root = Path(mini_suite.decathlon_root)
+    planted = write_mini_runs(tmp_path, root, ["svhn", "dtd"])
+    jobs = build_store(tmp_path).jobs.assign(suite="decathlon")
+    render_all(tmp_path, store_of(jobs), registry=REGISTRY)
+    # (the runs' settings are the mini suite's, so the group carries its config hash)
+    submissions = tmp_path / "reports" / "submissions"
+    sub, = submissions.glob("decathlon_trainval-test_faithful-faithful*/finetune_s0")
+    score = json.loads((sub / "score.json").read_text())
+    assert score["baseline"] == "the published Fine-tuning model (Rebuffi et al. 2017)"
+    expected = s_score({d: planted[("finetune", d)] for d in ("svhn", "dtd")}).total
+    assert score["score"] == pytest.approx(expected)
+    assert not (sub / "baseline.json").exists()
+
+
 def test_submission_without_predictions_is_a_data_error(tmp_path, mini_suite):
     row = job_row("mini", "finetune", "svhn", 0, 50.0)
     write_fake_run(tmp_path, row, data_root=Path(mini_suite.decathlon_root))

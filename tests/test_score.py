@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -138,7 +139,7 @@ def _json_score(capsys, *args: str) -> dict:
     assert main(["score", *args, "--json"]) == 0
     out = capsys.readouterr().out
     result = json.loads(out)
-    assert set(result) == {"domains", "score", "missing", "baseline"}
+    assert set(result) == {"domains", "score", "missing", "unlabelled", "unscored", "baseline"}
     return result
 
 
@@ -181,6 +182,27 @@ def test_submission_round_trip_recovers_planted_accuracies(mini_suite, tmp_path,
     # generated annotations are never scored against the real Decathlon's published Fine-tuning
     with pytest.raises(DataError, match="generated suite.*pass --baseline"):
         score_submission(results, root / "annotations")
+
+
+def test_unlabelled_domains_and_baseline_outsiders_are_reported_not_scored(mini_suite, tmp_path, capsys):
+    root = tmp_path / "annotations"
+    shutil.copytree(mini_suite.decathlon_root / "annotations", root)
+    (root / "dtd_test.json").unlink()  # dtd: only the challenge's stripped file
+    predictions = {d: plant(mini_suite.decathlon_root, d, correct=40) for d in ("svhn", "dtd", "gtsrb")}
+    write_submission(predictions, tmp_path / "results.json")
+    result = score_submission(tmp_path / "results.json", root, baseline={"svhn": 50.0, "dtd": 50.0})
+    assert result["unlabelled"] == ["dtd"] and result["unscored"] == ["gtsrb"]
+    assert result["domains"]["svhn"]["points"] == pytest.approx(250.0) and result["missing"] == ["dtd"]
+    # a baseline naming a domain the annotations do not have is an error, not a silent S of 0
+    (tmp_path / "bad.json").write_text(json.dumps({"nope": 50.0}))
+    args = ["score", "--submission", str(tmp_path / "results.json"), "--annotations", str(root)]
+    assert main([*args, "--baseline", str(tmp_path / "bad.json")]) == 2
+    assert "the baseline names nope, which has no test annotations" in capsys.readouterr().err
+    (tmp_path / "ok.json").write_text(json.dumps({"svhn": 50.0, "dtd": 50.0}))
+    assert main([*args, "--baseline", str(tmp_path / "ok.json")]) == 0
+    out = capsys.readouterr().out
+    assert "dtd: no labelled test file (only dtd_test_stripped.json): its predictions are not scored" in out
+    assert "gtsrb: not in the S baseline: its predictions are not scored" in out
 
 
 def test_score_names_its_baseline_and_images_without_prediction(mini_suite, tmp_path, capsys):
