@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ PRESETS = ("faithful", "adapters")
 FROZEN_BN = ("faithful", "frozen")
 EVAL_POLICIES = ("argmax", "sampled")
 L2SP_SCOPES = ("weights", "all")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # the devices the engine places runs on
 
 # Fields that name the job rather than configure it: excluded from the config hash so that the hash
 # identifies "the same settings" across methods, domains and seeds.
@@ -112,6 +114,11 @@ class RunConfig:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.width <= 0 or self.eval_samples < 1 or self.eval_batch_size < 1:
+            raise ConfigError(f"width must be > 0 and eval_samples, eval_batch_size >= 1; got "
+                              f"width={self.width}, eval_samples={self.eval_samples}, eval_batch_size={self.eval_batch_size}")
+        if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
+            raise ConfigError(f"device={self.device!r}; expected auto, cpu, cuda or cuda:N")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -208,7 +208,9 @@ def user_overrides(args: argparse.Namespace) -> dict[str, Any]:
     identity = sorted(set(values) & (set(IDENTITY_FIELDS) - {"protocol"}))
     if identity:
         raise ConfigError(f"config keys {identity} name the jobs: use --suite, --methods, --domains, --seeds")
-    return {k: coerce_value(k, v) for k, v in values.items()}
+    values = {k: coerce_value(k, v) for k, v in values.items()}
+    RunConfig.from_dict(values)  # values out of range fail here, before any plan is made
+    return values
 
 
 # ----------------------------------------------------------------------------------------- planning

@@ -139,7 +139,10 @@ def test_set_values_are_typed_and_unknown_keys_fail(tmp_path):
     assert values == {"lr": 1.0, "amp": False, "epochs": 3, "milestones": (0.5,), "pretrained": None}
     assert isinstance(values["lr"], float)
     for bad, match in ((["--set", "no_such_key=1"], "no_such_key"), (["--set", "epochs=two"], "epochs"),
-                       (["--set", "epochs"], "KEY=VALUE"), (["--set", "method=finetune"], "--methods")):
+                       (["--set", "epochs"], "KEY=VALUE"), (["--set", "method=finetune"], "--methods"),
+                       (["--set", "width=-1"], "width must be > 0"), (["--width", "0"], "width must be > 0"),
+                       (["--set", "eval_samples=-3"], "eval_samples"),
+                       (["--set", "device=tpu"], "device='tpu'")):
         with pytest.raises(ConfigError, match=match):
             runner.user_overrides(runner.get_args_parser().parse_args(bad))
     config = tmp_path / "c.yaml"
