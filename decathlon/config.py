@@ -116,7 +116,8 @@ class RunConfig:
             raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if self.width <= 0 or self.eval_samples < 1 or self.eval_batch_size < 1:
             raise ConfigError(f"width must be > 0 and eval_samples, eval_batch_size >= 1; got "
-                              f"width={self.width}, eval_samples={self.eval_samples}, eval_batch_size={self.eval_batch_size}")
+                              f"width={self.width}, eval_samples={self.eval_samples}, "
+                              f"eval_batch_size={self.eval_batch_size}")
         if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
             raise ConfigError(f"device={self.device!r}; expected auto, cpu, cuda or cuda:N")
 
