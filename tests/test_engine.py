@@ -97,16 +97,18 @@ def test_same_seed_same_metrics(reference_run, tmp_path):
     assert _metrics(other)[1] != _metrics(reference)[1]
 
 
+class Killed(Exception):
+    """Raised by :func:`kill_in_epoch_two`: the run dies as if killed."""
+
+
+def kill_in_epoch_two(event, **info):
+    """A progress callback that kills the run at the second batch of its second epoch."""
+    if event == "batch" and info["epoch"] == 1 and info["step"] == 2:
+        raise Killed
+
+
 def test_killed_run_resumes_to_the_same_metrics(reference_run, tmp_path):
     config, reference = reference_run
-
-    class Killed(Exception):
-        pass
-
-    def kill_in_epoch_two(event, **info):
-        if event == "batch" and info["epoch"] == 1 and info["step"] == 2:
-            raise Killed
-
     with pytest.raises(Killed):
         run(config, tmp_path, progress=kill_in_epoch_two)
     assert not (tmp_path / "result.json").exists()

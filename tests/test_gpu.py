@@ -30,6 +30,8 @@ from decathlon.engine import (
 )
 from decathlon.methods import get_method
 from decathlon.suites import get_suite
+from tests.test_engine import Killed, kill_in_epoch_two
+from tests.test_executors import Recorder
 
 pytestmark = [
     pytest.mark.gpu,
@@ -201,13 +203,6 @@ def test_deterministic_gpu_runs_are_bit_identical_and_resume_exactly(mini_suite,
     state = torch.load(tmp_path / "a" / CHECKPOINT, weights_only=True)["extra"]["rng"]["generators"]
     assert state["routing"].numel() == torch.Generator(CUDA).get_state().numel()  # a CUDA stream was saved
 
-    class Killed(Exception):
-        pass
-
-    def kill_in_epoch_two(event, **info):
-        if event == "batch" and info["epoch"] == 1 and info["step"] == 2:
-            raise Killed
-
     with pytest.raises(Killed):
         run(config, tmp_path / "c", progress=kill_in_epoch_two)
     run(config, tmp_path / "c")
@@ -217,20 +212,7 @@ def test_deterministic_gpu_runs_are_bit_identical_and_resume_exactly(mini_suite,
 def test_two_jobs_share_one_gpu_in_the_local_executor(mini_suite, tmp_path):
     from decathlon.executors import LocalExecutor, visible_gpus, worker_slots
     from decathlon.jobs import Job
-    from decathlon.progress import DONE, Tracker
-
-    class Recorder(Tracker):
-        def __init__(self):
-            super().__init__()
-            self.calls = []
-
-        def job_started(self, job_id):
-            super().job_started(job_id)
-            self.calls.append("started")
-
-        def job_finished(self, job_id, status, message=""):
-            super().job_finished(job_id, status, message)
-            self.calls.append("finished")
+    from decathlon.progress import DONE
 
     jobs = [Job(_config(mini_suite, seed=seed)) for seed in (0, 1)]
     slots = worker_slots(gpus=visible_gpus()[:1], jobs_per_gpu=2)
@@ -238,7 +220,7 @@ def test_two_jobs_share_one_gpu_in_the_local_executor(mini_suite, tmp_path):
     tracker = Recorder()
     outcomes = LocalExecutor(slots=slots).execute(jobs, tmp_path, tracker)
     assert {o.status for o in outcomes.values()} == {DONE}, {k: o.message for k, o in outcomes.items()}
-    assert tracker.calls[:2] == ["started", "started"]  # both ran at the same time
+    assert [call[0] for call in tracker.calls[:2]] == ["started", "started"]  # both ran at the same time
     for job in jobs:  # device="cuda": a worker without the GPU would have failed its job
         assert job.is_finished(tmp_path)
 
