@@ -477,8 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     env = environment(settings.device)
-    print(f"{env['date']}: device {env['device']} ({env['gpu'] or 'no GPU'}), torch {env['torch']}, CUDA "
-          f"{env['cuda']}, cuDNN {env['cudnn']}, {env['nproc']} CPUs", flush=True)
+    memory = f", {env['gpu_memory_gib']:.0f} GiB" if env["gpu_memory_gib"] else ""
+    print(f"{env['date']}: device {env['device']} ({env['gpu'] or 'no GPU'}{memory}), torch {env['torch']}, "
+          f"CUDA {env['cuda']}, cuDNN {env['cudnn']}, {env['nproc']} CPUs", flush=True)
     report: dict[str, Any] = {"environment": env, "quick": args.quick, "failed": [], "sections": {},
                               "settings": {**dataclasses.asdict(settings), "device": str(settings.device)}}
     if not args.no_tests:
