@@ -23,6 +23,7 @@ SCHEDULES = ("faithful", "multistep", "cosine")
 PRESETS = ("faithful", "adapters")
 FROZEN_BN = ("faithful", "frozen")
 EVAL_POLICIES = ("argmax", "sampled")
+L2SP_SCOPES = ("weights", "all")
 
 # Fields that name the job rather than configure it: excluded from the config hash so that the hash
 # identifies "the same settings" across methods, domains and seeds.
@@ -71,13 +72,14 @@ class RunConfig:
     # --- baselines
     l2sp_alpha: float = 0.1  # pull of shared weights toward their pretrained values
     l2sp_beta: float = 0.01  # plain decay of new layers
+    l2sp_scope: str = "weights"  # "weights": kernels only (L2-SP reference code); "all": + BN and biases
     stochastic_per_image: bool = True  # stochastic fine-tuning: sample the 50% of blocks per image
     stochastic_eval: str = "mean"  # stochastic fine-tuning at test: "mean" (0.5/0.5 mix), "tuned", "sampled"
     progressive_init: str = "pretrained"  # progressive nets' new column: "pretrained" copy or "random"
     pretrained_deep: str | None = None  # weights of finetune-resnet101's deeper backbone (None = random)
     # --- engine
     device: str = "auto"  # "auto" = cuda when available, else cpu
-    amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
+    amp: bool = False  # fp16 mixed precision on CUDA (ignored on the CPU); off: the reference trains in fp32
     channels_last: bool = True  # model and batches channels_last (CPU and CUDA: faster on both)
     compile: bool = False  # torch.compile the model
     cache: bool = False  # decode-once uint8 cache and batched augmentation (decathlon.cache)
@@ -109,7 +111,8 @@ class RunConfig:
 
     def validate(self) -> None:
         for name, allowed in (("protocol", PROTOCOLS), ("schedule", SCHEDULES), ("preset", PRESETS),
-                              ("frozen_bn", FROZEN_BN), ("eval_policy", EVAL_POLICIES)):
+                              ("frozen_bn", FROZEN_BN), ("eval_policy", EVAL_POLICIES),
+                              ("l2sp_scope", L2SP_SCOPES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -118,10 +121,15 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def settings(self) -> dict[str, Any]:
+        """The settings of the run: every field but the identity fields and data_root, JSON-ready (tuples
+        as lists). Recorded in ``result.json``; reports compare it with the suite's defaults."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.to_dict().items()
+                if k not in IDENTITY_FIELDS + ("data_root",)}
+
     def hash(self) -> str:
         """Short hash of the settings (identity fields and data_root excluded)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in IDENTITY_FIELDS + ("data_root",)}
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:10]
 
     @property
     def train_split(self) -> str:

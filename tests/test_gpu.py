@@ -180,8 +180,8 @@ def test_routing_noise_is_drawn_on_the_gpu_from_a_seeded_generator(mini_suite):
     from spottune.policy import gumbel_noise
 
     config = _config(mini_suite, "spottune")
-    placed = device_generators(seed_everything(0), CUDA, config)
-    again = device_generators(seed_everything(0), CUDA, config)
+    placed = device_generators(seed_everything(config), CUDA, config)
+    again = device_generators(seed_everything(config), CUDA, config)
     assert placed["routing"].device.type == "cuda" and placed["data"].device.type == "cpu"
     like = torch.zeros(8, 12, 2, device=CUDA)
     noise = gumbel_noise(like, placed["routing"])
@@ -189,7 +189,7 @@ def test_routing_noise_is_drawn_on_the_gpu_from_a_seeded_generator(mini_suite):
     assert not torch.equal(noise, gumbel_noise(like, placed["routing"]))  # the stream moves on
     assert half_of_blocks(8, 12, per_image=True, generator=placed["routing"]).device.type == "cuda"
     assert random_policy(8, 12, always=3, generator=placed["routing"]).device.type == "cuda"
-    off = device_generators(seed_everything(0), CUDA, config.replace(device_rng=False))
+    off = device_generators(seed_everything(config), CUDA, config.replace(device_rng=False))
     assert off["routing"].device.type == "cpu"
 
 
