@@ -36,20 +36,25 @@ STOCHASTIC_EVALS = ("mean", "tuned", "sampled")
 ALWAYS_TUNED = 3  # random policy: the last three blocks always run on the fine-tuned path
 
 
+def _device_of(generator: torch.Generator | None) -> torch.device | None:
+    # draws happen on the generator's device (a CUDA routing generator with config.device_rng)
+    return generator.device if generator is not None else None
+
+
 def half_of_blocks(batch: int, blocks: int, *, per_image: bool,
                    generator: torch.Generator | None) -> torch.Tensor:
     """(batch, blocks) in {0, 1} with exactly ``blocks // 2`` ones per row, uniformly at random
     (one row repeated for the whole batch when not `per_image`)."""
     rows = batch if per_image else 1
-    scores = torch.rand(rows, blocks, generator=generator)
+    scores = torch.rand(rows, blocks, generator=generator, device=_device_of(generator))
     chosen = scores.argsort(1)[:, : blocks // 2]
-    policy = torch.zeros(rows, blocks).scatter_(1, chosen, 1.0)
+    policy = torch.zeros(rows, blocks, device=scores.device).scatter_(1, chosen, 1.0)
     return policy.expand(batch, -1) if not per_image else policy
 
 
 def random_policy(batch: int, blocks: int, *, always: int, generator: torch.Generator | None) -> torch.Tensor:
     """(batch, blocks): the last `always` blocks 1, the others Bernoulli(0.5) per image."""
-    policy = (torch.rand(batch, blocks, generator=generator) < 0.5).float()
+    policy = (torch.rand(batch, blocks, generator=generator, device=_device_of(generator)) < 0.5).float()
     policy[:, blocks - min(always, blocks):] = 1.0
     return policy
 

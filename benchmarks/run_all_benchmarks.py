@@ -135,27 +135,30 @@ def _config(method: str, **kw: Any):
 
 
 def _model_and_optimizer(name: str, config: Any):
-    """`name`'s model (seeded: the same weights for the same config) placed as the engine places it."""
+    """`name`'s model (seeded: the same weights for the same config) placed as the engine places it, on
+    ``config.device``."""
     from decathlon.domains import get_domain
-    from decathlon.engine import build_backbone, build_optimizer, place_model
+    from decathlon.engine import build_backbone, build_optimizer, place_model, resolve_device
     from decathlon.methods import get_method
 
     method, spec = get_method(name), get_domain("aircraft")
     torch.manual_seed(0)
     model = method.build(build_backbone(method, config, NUM_CLASSES), spec, NUM_CLASSES, config)
-    place_model(model, _device(), config)
+    place_model(model, resolve_device(config.device), config)
     optimizer, _ = build_optimizer(method, model, config, spec)
     return method, model, optimizer
 
 
-def _batch(px: int, channels_last: bool, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random batch on the device, in the engine's memory format for `channels_last`."""
+def _batch(px: int, channels_last: bool, seed: int = 0, *, batch: int = BATCH,
+           device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch of `batch` images on `device` (default: CUDA when available), in the engine's memory
+    format for `channels_last`."""
     from decathlon.engine import batch_to_device
 
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(BATCH, 3, px, px, generator=g)
-    y = torch.randint(0, NUM_CLASSES, (BATCH,), generator=g)
-    return batch_to_device((x, y), _device(), channels_last)
+    x = torch.randn(batch, 3, px, px, generator=g)
+    y = torch.randint(0, NUM_CLASSES, (batch,), generator=g)
+    return batch_to_device((x, y), device or _device(), channels_last)
 
 
 # ----------------------------------------------------------------------------------------------- sections

@@ -85,6 +85,11 @@ class RunConfig:
     channels_last: bool = True  # model and batches channels_last (CPU and CUDA: faster on both)
     compile: bool = False  # torch.compile the model
     cache: bool = False  # decode-once uint8 cache and batched augmentation (decathlon.cache)
+    # --- GPU execution (each ignored on the CPU; measured by benchmarks/gpu_check.py)
+    fused_sgd: bool = True  # CUDA: torch.optim.SGD(fused=True), one kernel over every parameter
+    device_rng: bool = True  # CUDA: routing noise drawn on the GPU from a seeded CUDA generator
+    cudnn_benchmark: bool = True  # cuDNN autotunes its convolution algorithms for the run's fixed shapes
+    deterministic: bool = False  # bit-reproducible GPU runs: deterministic algorithms, no autotuning
     log_every: int = 0  # batches between progress callbacks (0 = once per epoch)
 
     @classmethod

@@ -10,13 +10,17 @@ is saved after each epoch, so a killed run resumes from its last checkpoint and 
 metrics of an uninterrupted run on the CPU.
 
 Devices: ``device="auto"`` picks CUDA when available. On CUDA the engine uses mixed precision
-(``config.amp``; ignored on the CPU). The model and the batches are channels_last (``config.channels_last``)
-on every device: oneDNN's CPU convolutions are faster in that layout too (docs/performance.md). Metrics are
-accumulated on the device and read back once per epoch (or every ``log_every`` batches for progress).
+(``config.amp``; ignored on the CPU), fused SGD (``config.fused_sgd``), routing noise drawn on the GPU
+(``config.device_rng``) and cuDNN autotuning (``config.cudnn_benchmark``); ``config.deterministic`` asks
+for deterministic algorithms instead (:func:`backend_settings`). The model and the batches are
+channels_last (``config.channels_last``) on every device: oneDNN's CPU convolutions are faster in that
+layout too (docs/performance.md). Metrics are accumulated on the device and read back once per epoch
+(or every ``log_every`` batches for progress).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -24,7 +28,7 @@ import os
 import random
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,7 +149,12 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Gener
     py_state = state["python"]
     random.setstate((py_state["version"], tuple(py_state["state"]), py_state["gauss"]))
     for name, g in generators.items():
-        g.set_state(state["generators"][name])
+        saved = state["generators"][name]
+        if saved.numel() != g.get_state().numel():  # CPU (Mersenne Twister) vs CUDA (Philox) states
+            raise CheckpointError(f"the checkpoint's {name!r} random stream was saved for another device "
+                                  f"type than this run's {g.device.type} generator (device_rng or device "
+                                  "changed?)")
+        g.set_state(saved)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -157,6 +166,19 @@ def seed_everything(config: RunConfig) -> dict[str, torch.Generator]:
     np.random.seed(base % 2**32)
     random.seed(base)
     return {name: torch.Generator().manual_seed(job_seed(config, name)) for name in ("data", "routing")}
+
+
+def device_generators(generators: Mapping[str, torch.Generator], device: torch.device,
+                      config: RunConfig) -> dict[str, torch.Generator]:
+    """The run's generators placed for `device`: with ``config.device_rng`` on CUDA the ``routing`` stream
+    becomes a CUDA generator seeded with the same derived seed, so the Gumbel noise and random routes are
+    drawn where they are used (no host-to-device copy, which waits for the GPU, in every step). It is
+    another random stream than the CPU generator's, saved and restored with the checkpoint like it; on the
+    CPU, or with ``device_rng`` off, the generators are returned unchanged."""
+    out = dict(generators)
+    if config.device_rng and device.type == "cuda" and "routing" in out:
+        out["routing"] = torch.Generator(device).manual_seed(out["routing"].initial_seed())
+    return out
 
 
 def seed_worker(worker_id: int) -> None:
@@ -297,11 +319,45 @@ def reference_parameters(config: RunConfig, num_classes: int) -> int:
     return count_parameters(create_backbone(config.backbone, num_classes, width=config.width))[0]
 
 
+def sgd_options(config: RunConfig, device: torch.device) -> dict[str, Any]:
+    """Keyword arguments of ``torch.optim.SGD`` for parameters on `device`: ``fused=True`` on CUDA with
+    ``config.fused_sgd`` (one kernel updates every parameter; GradScaler unscales inside it), else none
+    (torch's default for-each implementation, the reference on the CPU)."""
+    return {"fused": True} if config.fused_sgd and device.type == "cuda" else {}
+
+
+@contextlib.contextmanager
+def backend_settings(config: RunConfig) -> Iterator[None]:
+    """cuDNN and torch algorithm settings of one run, restored on exit (jobs may share a process).
+
+    ``cudnn.benchmark`` = ``config.cudnn_benchmark`` unless ``config.deterministic``: cuDNN times its
+    convolution algorithms once per input shape and keeps the fastest (the shapes of a run are fixed).
+    ``config.deterministic``: ``cudnn.deterministic``, no autotuning, and
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an operation without a deterministic
+    implementation warns, naming itself, instead of failing the run); ``CUBLAS_WORKSPACE_CONFIG`` is set to
+    ``:4096:8`` when unset, as cuBLAS requires for reproducible results (it stays set). The flags have no
+    effect on the CPU, whose runs are reproducible anyway.
+    """
+    cudnn = torch.backends.cudnn
+    saved = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    cudnn.benchmark = config.cudnn_benchmark and not config.deterministic
+    cudnn.deterministic = config.deterministic
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = saved[0], saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
 def build_optimizer(method: Method, model: nn.Module, config: RunConfig, spec: DomainSpec
                     ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD with momentum over the method's parameter groups, and the per-epoch schedule.
-
-    Weight decay of the network groups: ``config.weight_decay`` or the domain's reference value.
+    """SGD with momentum over the method's parameter groups (fused on CUDA: :func:`sgd_options`), and
+    the per-epoch schedule. Weight decay of the network groups: ``config.weight_decay`` or the domain's
+    reference value.
     """
     weight_decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
     groups = [g for g in method.param_groups(model, config, weight_decay) if g["params"]]
@@ -310,7 +366,8 @@ def build_optimizer(method: Method, model: nn.Module, config: RunConfig, spec: D
     declared = {id(p) for g in groups for p in g["params"]}
     if any(p.requires_grad and id(p) not in declared for p in model.parameters()):
         raise ConfigError(f"method {method.name!r}: a parameter with requires_grad is in no parameter group")
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    device = groups[0]["params"][0].device
+    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, **sgd_options(config, device))
     scheduler = build_scheduler(optimizer, config.schedule, config.epochs, milestones=config.milestones,
                                 gamma=config.lr_gamma)
     return optimizer, scheduler
@@ -545,9 +602,10 @@ def run(config: RunConfig, run_dir: str | Path, *, progress: Progress | None = N
     version = code_version()
     atomic_write_json(run_dir / "config.json", {"config": _plain_config(config), "code_version": version,
                                                 "config_hash": config.hash()})
-    if spec.is_source or not method.trains:
-        return _run_evaluation_only(config, run_dir, method, spec, device, version, source_run_dir)
-    return _run_training(config, run_dir, method, spec, device, version, progress)
+    with backend_settings(config):
+        if spec.is_source or not method.trains:
+            return _run_evaluation_only(config, run_dir, method, spec, device, version, source_run_dir)
+        return _run_training(config, run_dir, method, spec, device, version, progress)
 
 
 def _finish(run_dir: Path, config: RunConfig, method: Method, data: Data, model: nn.Module,
@@ -638,7 +696,7 @@ def _reused_model(config: RunConfig, method: Method, spec: DomainSpec, num_class
 
 def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
                   version: str, progress: Progress | None) -> dict[str, Any]:
-    generators = seed_everything(config)
+    generators = device_generators(seed_everything(config), device, config)
     data = build_data(config, spec, device, generators["data"])
     model = method.build(build_backbone(method, config, data.num_classes), spec, data.num_classes, config)
     place_model(model, device, config)

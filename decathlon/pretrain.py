@@ -43,6 +43,7 @@ from decathlon.config import RunConfig
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.engine import (
     CHECKPOINT,
+    backend_settings,
     balanced_subset,
     batch_to_device,
     job_seed,
@@ -55,6 +56,7 @@ from decathlon.engine import (
     seed_everything,
     seed_worker,
     set_rng_state,
+    sgd_options,
 )
 from decathlon.errors import ConfigError, HarnessError
 from decathlon.io import atomic_write_json
@@ -152,7 +154,7 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
     train_loader, sampler, eval_loader = _loaders(config, spec, rank, world_size, device)
     weight_decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=weight_decay)
+                                weight_decay=weight_decay, **sgd_options(config, device))
     scheduler = build_scheduler(optimizer, config.schedule, config.epochs, milestones=config.milestones,
                                 gamma=config.lr_gamma)
     checkpoint_path = Path(run_dir) / CHECKPOINT
@@ -227,7 +229,8 @@ def run(config: RunConfig, run_dir: str | Path, *, progress: Any = None) -> dict
         dist.init_process_group(backend)  # torchrun's env:// rendezvous
         initialised = True
     try:
-        summary = train(config, run_dir, rank=rank, world_size=world_size, progress=progress)
+        with backend_settings(config):
+            summary = train(config, run_dir, rank=rank, world_size=world_size, progress=progress)
     finally:
         if initialised:
             dist.destroy_process_group()
@@ -247,7 +250,8 @@ def _spawned(rank: int, world_size: int, port: int, config_dict: dict, run_dir: 
     backend = "nccl" if resolve_device(config.device).type == "cuda" else "gloo"
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
-        summary = train(config, run_dir, rank=rank, world_size=world_size)
+        with backend_settings(config):
+            summary = train(config, run_dir, rank=rank, world_size=world_size)
     finally:
         dist.destroy_process_group()
     if states_dir is not None:  # tests compare the final weights of every rank

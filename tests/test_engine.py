@@ -139,16 +139,18 @@ def test_same_seed_same_metrics(reference_run, tmp_path):
     assert _metrics(other)[1] != _metrics(reference)[1]
 
 
+class Killed(Exception):
+    """Raised by :func:`kill_in_epoch_two`: the run dies as if killed."""
+
+
+def kill_in_epoch_two(event, **info):
+    """A progress callback that kills the run at the second batch of its second epoch."""
+    if event == "batch" and info["epoch"] == 1 and info["step"] == 2:
+        raise Killed
+
+
 def test_killed_run_resumes_to_the_same_metrics(reference_run, tmp_path):
     config, reference = reference_run
-
-    class Killed(Exception):
-        pass
-
-    def kill_in_epoch_two(event, **info):
-        if event == "batch" and info["epoch"] == 1 and info["step"] == 2:
-            raise Killed
-
     with pytest.raises(Killed):
         run(config, tmp_path, progress=kill_in_epoch_two)
     assert not (tmp_path / "result.json").exists()
@@ -320,3 +322,52 @@ def test_retaining_memory_can_be_switched_off(monkeypatch):
 
     monkeypatch.setenv(SYSTEM_MALLOC_ENV, "1")
     assert retain_freed_memory() is False
+
+
+# ------------------------------------------------------------------ GPU execution settings on the CPU path
+
+
+def test_sgd_is_fused_only_for_cuda_parameters(mini_suite):
+    from decathlon.domains import get_domain
+    from decathlon.engine import build_backbone, build_optimizer, sgd_options
+
+    config = _config(mini_suite, "finetune")
+    assert sgd_options(config, torch.device("cuda")) == {"fused": True}
+    assert sgd_options(config.replace(fused_sgd=False), torch.device("cuda")) == {}
+    assert sgd_options(config, torch.device("cpu")) == {}  # the CPU keeps torch's for-each reference
+    method, spec = all_methods()["finetune"], get_domain("aircraft", suite="mini")
+    model = method.build(build_backbone(method, config, 10), spec, 10, config)
+    optimizer, _ = build_optimizer(method, model, config, spec)
+    assert not optimizer.defaults["fused"]
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_backend_settings_hold_during_the_run_and_are_restored(mini_suite, tmp_path, deterministic):
+    seen = []
+
+    def record(event, **info):
+        if event == "epoch_start":
+            seen.append((torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+                         torch.are_deterministic_algorithms_enabled()))
+
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+              torch.are_deterministic_algorithms_enabled())
+    run(_config(mini_suite, "finetune", deterministic=deterministic, limit_train_images=8), tmp_path,
+        progress=record)
+    # deterministic: no autotuning, deterministic algorithms; otherwise cuDNN autotunes (cudnn_benchmark)
+    assert seen == [(not deterministic, deterministic, deterministic)]
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+            torch.are_deterministic_algorithms_enabled()) == before
+
+
+def test_routing_stream_stays_on_the_cpu_without_cuda_and_a_foreign_state_is_refused(mini_suite):
+    from decathlon.engine import device_generators, rng_state, seed_everything, set_rng_state
+
+    config = _config(mini_suite, "spottune")
+    generators = seed_everything(config)
+    placed = device_generators(generators, torch.device("cpu"), config)
+    assert placed["routing"] is generators["routing"] and placed["data"] is generators["data"]
+    state = rng_state(placed)
+    state["generators"]["routing"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA (Philox) generator's state
+    with pytest.raises(CheckpointError, match="'routing' random stream was saved for another device type"):
+        set_rng_state(state, placed)
