@@ -48,10 +48,11 @@ MISSING_MD, MISSING_TEX = "–", "--"
 # Settings that name files rather than configure training: where the weights live is not a setting (runs
 # of different weights still get tables of their own: their config hashes differ).
 PATH_SETTINGS = ("pretrained", "pretrained_deep")
-# Settings that do not change what is computed (loading, placement, logging): a
-# run differing from the reference recipe only in these is still compared with the published numbers.
+# Settings that do not change what is computed (loading, placement, logging, kernels and random streams of
+# the same recipe): a run differing from the reference recipe only in these is still compared with the
+# published numbers.
 NEUTRAL_SETTINGS = ("num_workers", "eval_batch_size", "device", "log_every", "cache", "channels_last",
-                    "compile")
+                    "compile", "fused_sgd", "device_rng", "cudnn_benchmark", "deterministic")
 
 
 # ----------------------------------------------------------------------------------------------- cells
