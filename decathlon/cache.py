@@ -620,6 +620,14 @@ class CachedLoader:
             yield normalize_batch(crops.to(self.device, non_blocking=True), self.mean, self.std,
                                   channels_last=self.channels_last)
 
+    def close(self) -> None:
+        """End the persistent worker processes now (else they live until the loader is collected)."""
+        from decathlon.data import end_workers
+
+        if self._workers is not None:
+            end_workers(self._workers)
+            self._workers = None
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         plan = self.batches()
         for (index, _, _), images in zip(plan, self._images(plan), strict=True):

@@ -27,7 +27,7 @@ import os
 import pickle
 import random
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -72,6 +72,39 @@ def ignore_scheduler_signals(worker_id: int = 0) -> None:
     """
     for name in SCHEDULER_SIGNALS:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def worker_batches(loader: Iterable) -> Iterator[Iterator]:
+    """Iterate `loader` in a ``with`` block; its workers end with the block, however it ends.
+
+    Loader workers ignore the scheduler's SIGTERM (:func:`ignore_scheduler_signals`). An iterator that
+    outlives its loop (an error raised from a worker is kept in a reference cycle with the frames that hold
+    the iterator) keeps its workers until the garbage collector runs; at interpreter exit multiprocessing
+    terminates them with SIGTERM, which they ignore, and then waits for them forever. Ending them here, on
+    every way out of the loop (an error, Ctrl-C, a termination signal turned into an exception), leaves
+    nothing for the exit to wait for.
+    """
+    iterator = iter(loader)
+    try:
+        yield iterator
+    finally:
+        end_workers(iterator)
+        close = getattr(iterator, "close", None)  # a generator (cache.CachedLoader): run its finally
+        if close is not None:
+            close()
+
+
+def end_workers(loader_or_iterator: Any) -> None:
+    """Stop the worker processes of a DataLoader iterator now (or of a loader's persistent iterator).
+
+    A no-op for in-process loading and for anything without workers. Uses the iterator's own shutdown
+    (``_shutdown_workers``: the orderly end torch runs when an iterator is exhausted or collected).
+    """
+    iterator = getattr(loader_or_iterator, "_iterator", None) or loader_or_iterator
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

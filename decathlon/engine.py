@@ -17,6 +17,7 @@ accumulated on the device and read back once per epoch (or every ``log_every`` b
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -35,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from decathlon.config import IDENTITY_FIELDS, RunConfig
+from decathlon.data import end_workers, worker_batches
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.errors import CheckpointError, ConfigError
 from decathlon.io import atomic_write_json, atomic_write_text
@@ -182,6 +184,14 @@ class Data:
     train_loader: Any
     eval_loader: Any
     num_classes: int
+
+    def close(self) -> None:
+        """End the loaders' persistent workers (the cache path's); per-epoch workers end with their loop."""
+        for loader in (self.train_loader, self.eval_loader):
+            end_workers(loader)
+            close = getattr(loader, "close", None)
+            if close is not None:
+                close()
 
 
 def _check_data_root(config: RunConfig) -> None:
@@ -347,15 +357,16 @@ def train_one_epoch(method: Method, model: nn.Module, loader: Any, optimizer: to
     seen = 0
     steps = len(loader)
     start = time.perf_counter()
-    for step, batch in enumerate(loader):
-        images, labels = batch_to_device(batch, device, config.channels_last)
-        loss, output = train_step(method, model, runner, images, labels, optimizer, config, device=device,
-                                  generator=generator, scaler=scaler)
-        loss_sum += loss * labels.shape[0]
-        correct += (output.logits.detach().argmax(1) == labels).sum()
-        seen += labels.shape[0]
-        if progress is not None and config.log_every > 0 and (step + 1) % config.log_every == 0:
-            progress("batch", epoch=epoch, step=step + 1, steps=steps, loss=float(loss_sum) / seen)
+    with worker_batches(loader) as batches:
+        for step, batch in enumerate(batches):
+            images, labels = batch_to_device(batch, device, config.channels_last)
+            loss, output = train_step(method, model, runner, images, labels, optimizer, config, device=device,
+                                      generator=generator, scaler=scaler)
+            loss_sum += loss * labels.shape[0]
+            correct += (output.logits.detach().argmax(1) == labels).sum()
+            seen += labels.shape[0]
+            if progress is not None and config.log_every > 0 and (step + 1) % config.log_every == 0:
+                progress("batch", epoch=epoch, step=step + 1, steps=steps, loss=float(loss_sum) / seen)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -389,17 +400,18 @@ def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *
     loss_sum = torch.zeros((), device=device)
     predicted, labels_all, policies = [], [], []
     start = time.perf_counter()
-    for batch in loader:
-        images, labels = batch_to_device(batch, device, config.channels_last)
-        with _autocast(device, config):
-            output = method.forward(runner, images, generator=generator)
-        logits = output.logits.float()
-        # unlabelled test images (label -1) are predicted but not scored; no per-batch host sync
-        loss_sum += F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
-        predicted.append(logits.argmax(1))
-        labels_all.append(labels)
-        if output.policy is not None:
-            policies.append(output.policy.detach().float())
+    with worker_batches(loader) as batches:
+        for batch in batches:
+            images, labels = batch_to_device(batch, device, config.channels_last)
+            with _autocast(device, config):
+                output = method.forward(runner, images, generator=generator)
+            logits = output.logits.float()
+            # unlabelled test images (label -1) are predicted but not scored; no per-batch host sync
+            loss_sum += F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
+            predicted.append(logits.argmax(1))
+            labels_all.append(labels)
+            if output.policy is not None:
+                policies.append(output.policy.detach().float())
     predicted_t = torch.cat(predicted).cpu()
     labels_t = torch.cat(labels_all).cpu()
     seconds = time.perf_counter() - start
@@ -546,7 +558,13 @@ def _run_evaluation_only(config: RunConfig, run_dir: Path, method: Method, spec:
                          source_run_dir: str | Path | None) -> dict[str, Any]:
     start = time.perf_counter()
     seed_everything(config.seed)
-    data = build_data(config, spec, device, None, train=False)
+    with contextlib.closing(build_data(config, spec, device, None, train=False)) as data:
+        return _evaluate_only(config, run_dir, method, spec, device, version, source_run_dir, data, start)
+
+
+def _evaluate_only(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
+                   version: str, source_run_dir: str | Path | None, data: Data,
+                   start: float) -> dict[str, Any]:
     if spec.is_source:
         model = _pretrained_source_model(config, spec)
         eval_method: Method = _PlainForward()
@@ -615,7 +633,13 @@ def _reused_model(config: RunConfig, method: Method, spec: DomainSpec, num_class
 def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
                   version: str, progress: Progress | None) -> dict[str, Any]:
     generators = seed_everything(config.seed)
-    data = build_data(config, spec, device, generators["data"])
+    with contextlib.closing(build_data(config, spec, device, generators["data"])) as data:
+        return _train(config, run_dir, method, spec, device, version, progress, generators, data)
+
+
+def _train(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
+           version: str, progress: Progress | None, generators: dict[str, torch.Generator],
+           data: Data) -> dict[str, Any]:
     model = method.build(build_backbone(method, config, data.num_classes), spec, data.num_classes, config)
     place_model(model, device, config)
     optimizer, scheduler = build_optimizer(method, model, config, spec)

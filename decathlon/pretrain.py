@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from decathlon.config import RunConfig
+from decathlon.data import worker_batches
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.engine import (
     CHECKPOINT,
@@ -100,10 +101,11 @@ def _top1(model: nn.Module, loader: DataLoader, device: torch.device, channels_l
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = 0
-    for batch in loader:
-        images, labels = batch_to_device(batch, device, channels_last)
-        correct += (model(images).argmax(1) == labels).sum()
-        seen += labels.shape[0]
+    with worker_batches(loader) as batches:
+        for batch in batches:
+            images, labels = batch_to_device(batch, device, channels_last)
+            correct += (model(images).argmax(1) == labels).sum()
+            seen += labels.shape[0]
     return 100.0 * float(correct) / max(seen, 1)
 
 
@@ -172,14 +174,15 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
         net.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
-        for batch in train_loader:
-            images, labels = batch_to_device(batch, device, config.channels_last)
-            loss = F.cross_entropy(net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * labels.shape[0]
-            seen += labels.shape[0]
+        with worker_batches(train_loader) as batches:
+            for batch in batches:
+                images, labels = batch_to_device(batch, device, config.channels_last)
+                loss = F.cross_entropy(net(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * labels.shape[0]
+                seen += labels.shape[0]
         scheduler.step()
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1)}
         position = {"epoch": epoch + 1, "history": [*position["history"], record],

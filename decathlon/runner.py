@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
+import threading
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,7 +32,9 @@ from decathlon.executors import (
     LocalExecutor,
     Outcome,
     SubmititExecutor,
+    Terminated,
     clear_run_dirs,
+    raise_on_sigterm,
     visible_gpus,
     worker_slots,
 )
@@ -473,6 +477,17 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``run_all.py``: one readable line on stderr for bad input (tracebacks with --debug)."""
     args = get_args_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    # a scheduler's SIGTERM unwinds like Ctrl-C: loader workers end, the command exits with a summary
+    previous = raise_on_sigterm() if main_thread else None
+    try:
+        return _main(args)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return run(args)
     except HarnessError as e:
@@ -483,3 +498,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("run_all.py: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"run_all.py: terminated ({e}); run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
