@@ -579,13 +579,35 @@ READERS: Mapping[str, type[ImageListDataset]] = MappingProxyType({
 })
 
 
+EXTRA_LAYOUTS = ("folder", "cub")  # the layouts an extra dataset may come in, told apart on disk
+
+
+def detect_layout(spec: DomainSpec, root: str | os.PathLike | None) -> str:
+    """The layout of `spec`'s files under `root`: ``spec.layout`` for the Decathlon layout; for an extra
+    dataset, whichever of its layouts is on disk: ``folder`` when ``<root>/<directory>/train/`` exists
+    (the Piggyback class-per-folder distribution), ``cub`` when CUB-200-2011's ``images.txt`` does (in
+    ``<directory>/`` or ``<directory>/CUB_200_2011/``). DataError naming both layouts when neither is there.
+    """
+    if spec.layout not in EXTRA_LAYOUTS:
+        return spec.layout
+    base = _extra_root(root, spec) / spec.directory
+    if (base / "train").is_dir():
+        return "folder"
+    if any((folder / "images.txt").is_file() for folder in (base / "CUB_200_2011", base)):
+        return "cub"
+    raise DataError(f"{base}: no dataset of {spec.name!r} there; expected a class-per-folder tree "
+                    "(train/<class>/<image> and test/<class>/<image>) or CUB-200-2011's native layout "
+                    f"(images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, images/)")
+
+
 def build_dataset(spec: DomainSpec | str, root: str | os.PathLike | None, split: str,
                   transform: Callable | None = None, suite: str | None = None) -> ImageListDataset:
     """The dataset of `spec` (a DomainSpec or a name looked up in `suite`) for `split`, read with the
-    reader of ``spec.layout`` (:data:`READERS`)."""
+    reader (:data:`READERS`) of the layout found on disk (:func:`detect_layout`)."""
     spec = resolve_domain(spec, suite)
+    layout = detect_layout(spec, root)
     try:
-        reader = READERS[spec.layout]
+        reader = READERS[layout]
     except KeyError:
-        raise UnknownNameError("layout", spec.layout, READERS) from None
+        raise UnknownNameError("layout", layout, READERS) from None
     return reader(root, spec, split, transform)

@@ -270,11 +270,25 @@ def build_backbone(method: Method, config: RunConfig, num_classes: int) -> nn.Mo
     ``create_backbone(config, num_classes)`` (e.g. a deeper network)."""
     custom = getattr(method, "create_backbone", None)
     if custom is not None:
-        return custom(config, num_classes)
-    from spottune.backbones import create_backbone
+        backbone = custom(config, num_classes)
+    else:
+        from spottune.backbones import create_backbone
 
-    weights = config.pretrained if method.pretrained else None
-    return create_backbone(config.backbone, num_classes, width=config.width, weights=weights)
+        weights = config.pretrained if method.pretrained else None
+        backbone = create_backbone(config.backbone, num_classes, width=config.width, weights=weights)
+    check_weights_loaded(method, config, backbone)
+    return backbone
+
+
+def check_weights_loaded(method: Method, config: RunConfig, backbone: nn.Module) -> None:
+    """ConfigError when a run given pretrained weights would start `method` (which fine-tunes pretrained
+    weights) from a random backbone, e.g. ``finetune-resnet101`` with ResNet-50 weights but no ResNet-101
+    weights. The load report is the backbone's ``weights_source``. A run without any weights (config
+    ``pretrained`` None: tests, deliberate random starts) is left as it is; the command line requires them."""
+    loaded = getattr(backbone, "weights_source", None) is not None
+    if method.pretrained and config.pretrained is not None and not loaded:
+        raise ConfigError(f"{method.name} would train from random weights: its {type(backbone).__name__} "
+                          f"backbone got no pretrained weights; pass {method.weights_flag(config)} FILE")
 
 
 def reference_parameters(config: RunConfig, num_classes: int) -> int:
@@ -566,7 +580,7 @@ def _evaluate_only(config: RunConfig, run_dir: Path, method: Method, spec: Domai
                    version: str, source_run_dir: str | Path | None, data: Data,
                    start: float) -> dict[str, Any]:
     if spec.is_source:
-        model = _pretrained_source_model(config, spec)
+        model = pretrained_source_model(config, spec)
         eval_method: Method = _PlainForward()
     else:
         model = _reused_model(config, method, spec, data.num_classes, source_run_dir)
@@ -588,7 +602,7 @@ class _PlainForward(Method):
         return backbone
 
 
-def _pretrained_source_model(config: RunConfig, spec: DomainSpec) -> nn.Module:
+def pretrained_source_model(config: RunConfig, spec: DomainSpec) -> nn.Module:
     from spottune.backbones import create_backbone
     from spottune.checkpoint import read_harness_checkpoint
 

@@ -38,8 +38,9 @@ from decathlon.executors import (
     visible_gpus,
     worker_slots,
 )
-from decathlon.jobs import PRETRAIN, Job, build_plan, pretrain_job, waves
+from decathlon.jobs import PRETRAIN, Job, build_plan, pretrain_job, pretrained_path, waves
 from decathlon.methods import Method, all_methods
+from decathlon.preflight import check_plan, raise_problems
 from decathlon.progress import CACHED, DONE, FAILED, SKIPPED, format_seconds, make_progress
 from decathlon.suites import DECATHLON_FAMILY, EXTRA_FAMILY, SUITE_SETTINGS, domain_family, get_suite
 
@@ -66,6 +67,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="pretrained backbone (harness or official file); --suite extra: ResNet-50 weights")
     data.add_argument("--extra-pretrained", type=Path,
                       help="ImageNet weights of the extra datasets' backbone with --suite all (torchvision)")
+    data.add_argument("--pretrained-deep", type=Path,
+                      help="weights of finetune-resnet101's deeper backbone on the extra datasets "
+                           "(ResNet-101, torchvision ImageNet state_dict)")
     settings = p.add_argument_group("settings (override the suite defaults)")
     settings.add_argument("--config", type=Path, help="YAML file of RunConfig overrides")
     settings.add_argument("--epochs", type=int)
@@ -305,6 +309,14 @@ def make_plan(args: argparse.Namespace, suite: str, out_dir: Path) -> tuple[tupl
         if "pretrained" in overrides:
             for values in roots.values():
                 values.pop("pretrained")
+    if args.pretrained_deep is not None:
+        if EXTRA_FAMILY not in families:
+            raise ConfigError("--pretrained-deep: the weights of finetune-resnet101's deeper backbone apply "
+                              "to the extra datasets, and none is selected")
+        if not args.pretrained_deep.is_file():
+            raise DataError(f"--pretrained-deep {args.pretrained_deep}: no such file (expected the "
+                            "ResNet-101 ImageNet weights)")
+        roots[EXTRA_FAMILY]["pretrained_deep"] = str(args.pretrained_deep.resolve())
     configs = {f: RunConfig.from_dict({**settings.overrides(f), **overrides, **roots[f]}) for f in families}
     pretrain = None
     if settings.pretrain is not None:
@@ -432,6 +444,9 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
 
     suite = resolve_suite(args, say)
     jobs, data_dir = make_plan(args, suite, out_dir)
+    # before anything runs or is written, and in the dry run: every problem that would fail jobs later
+    produced = {str(pretrained_path(j, out_dir)) for j in jobs if j.kind == PRETRAIN}
+    raise_problems(check_plan(jobs, data=data_dir is None, produced=produced))
     if args.analysis:  # checked before anything runs: a bad setting must not cost the main run first
         from decathlon.analysis import check_analysis, describe_analysis
 
@@ -493,7 +508,8 @@ def _main(args: argparse.Namespace) -> int:
     except HarnessError as e:
         if args.debug:
             raise
-        print(f"run_all.py: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [""]:  # a preflight error: one line per problem
+            print(f"run_all.py: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("run_all.py: interrupted; run the same command again to resume", file=sys.stderr)
