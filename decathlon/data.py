@@ -27,6 +27,8 @@ import os
 import pickle
 import random
 import signal
+import urllib.parse
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, default_collate
 
 from decathlon.domains import SPLITS, DomainSpec, get_domain
 from decathlon.errors import ConfigError, DataError, UnknownNameError
@@ -107,13 +109,138 @@ def end_workers(loader_or_iterator: Any) -> None:
         shutdown()
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode one image file to PIL RGB; an unreadable or corrupt file raises DataError naming it."""
+MAX_PIXELS_ENV = "SPOTTUNE_MAX_IMAGE_PIXELS"  # raises Pillow's decompression-bomb limit ("none": no limit)
+RGB_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA", "RGBX", "RGBa", "La"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})  # e.g. 16-bit grayscale PNG
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """`path` for messages: bytes that are not UTF-8 (old archives' latin-1 names) shown as ``\\xe9``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """A lossless text form of a path for ids and JSON: the path itself when its bytes are UTF-8, else its
+    bytes percent-encoded (``caf%E9.jpg``; ``urllib.parse.unquote_to_bytes`` gives the bytes back)."""
+    raw = os.fsencode(path)
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")  # convert() loads the pixels, so truncated files fail here
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for some broken headers
-        raise DataError(f"cannot read image {path}: {exc}; expected a readable image file") from None
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return urllib.parse.quote_from_bytes(raw, safe="/")
+
+
+def _pixel_limit() -> int | None:
+    """Pillow's decompression-bomb limit in pixels: ``$SPOTTUNE_MAX_IMAGE_PIXELS`` when set, else Pillow's."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return Image.MAX_IMAGE_PIXELS
+    if value.lower() == "none":
+        return None
+    if not value.isdigit():
+        raise ConfigError(f"${MAX_PIXELS_ENV}={value!r}; expected a number of pixels or 'none'")
+    return int(value)
+
+
+@contextlib.contextmanager
+def decoding(path: str | os.PathLike) -> Iterator[None]:
+    """The one translation of decoding errors: any exception raised in the block (Pillow's OSError,
+    SyntaxError, DecompressionBombError, ...) becomes a DataError naming `path`.
+
+    Images above Pillow's decompression-bomb limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 179
+    megapixels; Pillow warns from half of it) are refused; for legitimately large images set
+    ``SPOTTUNE_MAX_IMAGE_PIXELS`` to a larger number of pixels (or ``none``) in the environment of the run.
+    """
+    Image.MAX_IMAGE_PIXELS = _pixel_limit()  # idempotent: the same value for every thread and worker
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every decoder failure, whatever its type, names the file
+        hint = ""
+        if isinstance(exc, Image.DecompressionBombError):
+            hint = f" (for a legitimately large image, set ${MAX_PIXELS_ENV} to a larger pixel count)"
+        raise DataError(f"cannot read image {display_path(path)}: {type(exc).__name__}: {exc}{hint}; "
+                        "expected a readable image file") from None
+
+
+def size_mismatch(sizes: Sequence[tuple[int, int]], names: Sequence[str | os.PathLike]) -> str:
+    """The message for images of one batch or split that must share a size and do not: the files whose
+    (height, width) differs from the most common one, with their sizes."""
+    common = Counter(sizes).most_common(1)[0][0]
+    odd = [f"{display_path(name)} ({h}x{w})" for name, (h, w) in zip(names, sizes, strict=True)
+           if (h, w) != common]
+    more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+    return (f"{len(odd)} image(s) differ in size from the other {len(sizes) - len(odd)} "
+            f"({common[0]}x{common[1]} px): {', '.join(odd[:5])}{more}; without a crop in the transform, "
+            "every image of a split must have the same size")
+
+
+def file_names(dataset: Any) -> list[Path]:
+    """The image files of a harness dataset or of a (nested) torch Subset of one, in item order."""
+    if isinstance(dataset, Subset):
+        names = file_names(dataset.dataset)
+        return [names[i] for i in dataset.indices]
+    return list(dataset.file_paths)
+
+
+class _Numbered(Dataset):
+    """Items of `dataset` with their position appended: (image, label, index)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (*self.dataset[index], index)
+
+
+class _NamingCollate:
+    """collate_fn that stacks (image, label, index) items; images of different sizes in one batch raise
+    DataError naming their files (instead of torch's "stack expects each tensor to be equal size")."""
+
+    def __init__(self, names: Sequence[Path]):
+        self.names = names
+
+    def __call__(self, items: Sequence[tuple[Any, ...]]) -> Any:
+        sizes = [tuple(item[0].shape[-2:]) for item in items if hasattr(item[0], "shape")]
+        if len(set(sizes)) > 1:
+            raise DataError(size_mismatch(sizes, [self.names[item[-1]] for item in items]))
+        return default_collate(items)
+
+
+def naming_batches(dataset: Any) -> dict[str, Any]:
+    """DataLoader arguments for `dataset` whose batches, ``(images, labels, indices)``, name the files
+    that break them (as the cache path names them: :func:`decathlon.cache.output_size`)."""
+    return {"dataset": _Numbered(dataset), "collate_fn": _NamingCollate(file_names(dataset))}
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file from its header (no pixels decoded); DataError naming the file."""
+    with decoding(path), Image.open(path) as img:
+        return img.height, img.width
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode one image file to 8-bit PIL RGB, the one decode policy of every reader and of the cache.
+
+    Modes with 8-bit channels convert as Pillow converts them (alpha dropped, palette applied, CMYK and
+    YCbCr to RGB). 16-bit grayscale (``I;16*``, and ``I`` from a 16-bit PNG) is scaled to 8 bits
+    (round(v * 255 / 65535)); ``convert`` would clip it, turning most pixels white. Any other mode (32-bit
+    integer, float, ...) has no defined 8-bit range and raises DataError naming the file and the mode, as
+    does an unreadable, truncated or oversized file (:func:`decoding`).
+    """
+    with decoding(path), Image.open(path) as img:
+        img.load()  # truncated files fail here
+        if img.mode in RGB_MODES:
+            return img.convert("RGB")
+        if img.mode in SIXTEEN_BIT_MODES or (img.mode == "I" and img.format == "PNG"):
+            values = np.asarray(img).astype(np.uint32)
+            grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+            return Image.fromarray(grey).convert("RGB")
+        raise DataError(f"image {display_path(path)} has mode {img.mode!r} ({img.format}), which has no "
+                        "defined 8-bit range; expected 8-bit (L, RGB, RGBA, P, CMYK...) or 16-bit grayscale")
 
 
 def resolve_domain(domain: str | DomainSpec, suite: str | None = None) -> DomainSpec:
@@ -397,7 +524,8 @@ class FolderDataset(_CarvedDataset):
     """A class-per-folder dataset: ``<root>/<name>/{train,test}/<class>/<image>``.
 
     Classes are the sorted folder names of ``train``; image ids are paths relative to ``<root>/<name>``
-    (e.g. ``"train/cat/0001.jpg"``). ``val`` is carved out of ``train`` (:func:`carve_val`).
+    (e.g. ``"train/cat/0001.jpg"``; a name whose bytes are not UTF-8 percent-encoded, :func:`path_text`).
+    ``val`` is carved out of ``train`` (:func:`carve_val`).
     """
 
     def __init__(self, root: str | os.PathLike | None, domain: str | DomainSpec, split: str,
@@ -426,7 +554,11 @@ class FolderDataset(_CarvedDataset):
             labels += [label] * len(files)
         if not paths:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root / part}")
-        ids = [p.relative_to(self.root).as_posix() for p in paths]
+        ids = [path_text(p.relative_to(self.root).as_posix()) for p in paths]
+        if len(set(ids)) != len(ids):  # a UTF-8 name that reads as another file's percent-encoded bytes
+            twice = sorted({i for i in ids if ids.count(i) > 1})[:2]
+            raise DataError(f"two image files under {display_path(self.root)} have the same id; rename one "
+                            f"of {twice}")
         self._select(split, (paths, labels, ids), (paths, labels, ids))
 
 

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from decathlon.config import IDENTITY_FIELDS, RunConfig
-from decathlon.data import end_workers, worker_batches
+from decathlon.data import end_workers, naming_batches, worker_batches
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.errors import CheckpointError, ConfigError
 from decathlon.io import atomic_write_json, atomic_write_text
@@ -234,11 +234,11 @@ def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, genera
                 generator=generator, drop_last=False, **common)
     pin = device.type == "cuda"
     if eval_loader is None:
-        eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False,
+        eval_loader = DataLoader(**naming_batches(eval_set), batch_size=config.eval_batch_size, shuffle=False,
                                  num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     if train_loader is None and train_set is not None:
         train_loader = DataLoader(
-            train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+            **naming_batches(train_set), batch_size=config.batch_size, shuffle=True, generator=generator,
             num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     return Data(train_set, eval_set, train_loader, eval_loader, spec.num_classes)
 

@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from decathlon.config import RunConfig
-from decathlon.data import worker_batches
+from decathlon.data import naming_batches, worker_batches
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.engine import (
     CHECKPOINT,
@@ -87,11 +87,11 @@ def _loaders(config: RunConfig, spec: DomainSpec, rank: int, world_size: int, de
     sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True,
                                  seed=derive_seed(config.seed, "data") % 2**31)
     pin = device.type == "cuda"
-    train_loader = DataLoader(train, batch_size=per_process, sampler=sampler, num_workers=config.num_workers,
-                              pin_memory=pin, worker_init_fn=seed_worker)
+    train_loader = DataLoader(**naming_batches(train), batch_size=per_process, sampler=sampler,
+                              num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     eval_set = build_dataset(spec, config.data_root, config.eval_split,
                              preset.test_transform(spec, mean, std))
-    eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False,
+    eval_loader = DataLoader(**naming_batches(eval_set), batch_size=config.eval_batch_size, shuffle=False,
                              num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     return train_loader, sampler, eval_loader
 
