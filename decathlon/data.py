@@ -42,11 +42,7 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from decathlon.domains import SPLITS, DomainSpec, get_domain
 from decathlon.errors import ConfigError, DataError, UnknownNameError
-
-try:  # numpy >= 2 moved the pickling helpers; pickles written by numpy 1 / Python 2 name numpy.core
-    from numpy._core import multiarray as _multiarray
-except ImportError:  # pragma: no cover - numpy < 2
-    from numpy.core import multiarray as _multiarray
+from decathlon.safe_pickle import INERT_GLOBALS, PICKLE_ENCODING
 
 DECATHLON_FOLDER = "decathlon-1.0"
 MEAN_STD_FILE = "decathlon_mean_std.pickle"
@@ -357,10 +353,16 @@ def _require_fields(entries: list, fields: Mapping[str, type], what: str, path: 
 
 
 def _quiet_coco(data: dict) -> COCO:
-    """A pycocotools index over already-validated data, keeping its progress prints off the screen."""
+    """A pycocotools index over already-validated data, keeping its progress prints off the screen.
+
+    pycocotools indexes annotations by their ``id``, which the harness never uses and converters often
+    leave out: the index is given each annotation's position as its id instead (unique, so no annotation
+    replaces another), so that only the fields the harness reads are required.
+    """
+    annotations = [dict(ann, id=position) for position, ann in enumerate(data.get("annotations", []))]
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = data
+        coco.dataset = dict(data, annotations=annotations)
         coco.createIndex()
     return coco
 
@@ -638,27 +640,13 @@ class CubDataset(_CarvedDataset):
 # normalisation statistics
 
 
-def _safe_globals() -> Mapping[tuple[str, str], Any]:
-    numpy_core = {(m, n): getattr(_multiarray, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
-                  for n in ("_reconstruct", "scalar")}
-    builtins = {(m, t.__name__): t for m in ("builtins", "__builtin__")
-                for t in (float, int, complex, list, dict, tuple, set, frozenset, bytes, bytearray, str)}
-    return MappingProxyType({
-        **numpy_core, **builtins, ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-        # Python 3 protocol-2 pickles encode bytes as _codecs.encode(text, "latin1"): a pure function
-        ("_codecs", "encode"): __import__("codecs").encode,
-    })
-
-
-_SAFE_GLOBALS = _safe_globals()
-
-
 class _DataUnpickler(pickle.Unpickler):
-    """Admits numpy arrays and plain builtins only: the statistics file is data, never code."""
+    """Admits the inert types of :data:`decathlon.safe_pickle.INERT_GLOBALS` only (numpy arrays and plain
+    builtins): the statistics file is data, never code."""
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _SAFE_GLOBALS[(module, name)]
+            return INERT_GLOBALS[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
@@ -688,7 +676,7 @@ def load_mean_std(root: str | os.PathLike | None, spec: DomainSpec) -> tuple[tup
         return spec.mean, spec.std
     try:
         with open(path, "rb") as f:
-            stats = _DataUnpickler(f, encoding="latin1").load()  # a Python 2 pickle: str as latin1
+            stats = _DataUnpickler(f, encoding=PICKLE_ENCODING).load()  # a Python 2 pickle: str as latin1
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise DataError(f"cannot read statistics pickle {path}: {exc}; expected a dict of numpy arrays "
                         "keyed '<domain>mean' / '<domain>std'") from None

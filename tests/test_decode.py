@@ -127,3 +127,20 @@ def test_an_extra_dataset_in_neither_layout_names_both(tmp_path):
     (tmp_path / "cubs").mkdir()
     with pytest.raises(DataError, match=r"cubs: no dataset of 'cubs'.*class-per-folder.*CUB-200-2011"):
         build_dataset(get_domain("cubs"), tmp_path, "train")
+
+
+# ------------------------------------------------------------------------------ annotation fields
+
+
+def test_annotations_without_ids_are_read(tmp_path):
+    from decathlon.data import DecathlonDataset
+    from tests.fakes import read_json, write_decathlon, write_json
+
+    root = write_decathlon(tmp_path)
+    for split in ("train", "val"):
+        path = root / "annotations" / f"aircraft_{split}.json"
+        doc = read_json(path)
+        write_json(path, {**doc, "annotations": [{k: v for k, v in a.items() if k != "id"}
+                                                 for a in doc["annotations"]]})
+    trainval = DecathlonDataset(root.parent, "aircraft", "trainval")
+    assert len(trainval) == 9 and trainval.labels == [0, 1, 2, 0, 1, 2, 0, 1, 2]

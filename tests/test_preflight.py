@@ -110,3 +110,13 @@ def test_pretrained_deep_flag_sets_the_config_field(mini_suite, resnet50_file, t
         runner.make_plan(runner.get_args_parser().parse_args(
             ["--suite", "decathlon", "--data-root", str(mini_suite.decathlon_root), "--pretrained",
              str(resnet50_file), "--pretrained-deep", str(resnet50_file)]), "decathlon", tmp_path)
+
+
+def test_a_wrapped_data_parallel_resnet50_file_loads_and_says_what_was_done(resnet50_file, tmp_path):
+    state = torch.load(resnet50_file, weights_only=True)
+    wrapped = tmp_path / "checkpoint.pth.tar"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 90}, wrapped)
+    with pytest.warns(UserWarning, match="taking its 'state_dict' entry and removing the 'module.' prefix"):
+        backbone = create_backbone("resnet50", 10, weights=wrapped)
+    assert torch.equal(backbone.stem.conv1.weight, state["conv1.weight"])
+    assert backbone.weights_source == str(wrapped)
