@@ -511,8 +511,12 @@ def _identity(config: RunConfig) -> dict[str, Any]:
 
 def _write_outputs(run_dir: Path, method: Method, data: Data, evaluation: Evaluation) -> None:
     image_ids = list(data.eval.image_ids)
+    # the category id of each class index (Decathlon layout): a submission is then written from the run
+    # directory alone, wherever the results folder and the data have moved since
+    categories = {"category_ids": list(data.eval.category_ids)} if hasattr(data.eval, "category_ids") else {}
     atomic_write_json(run_dir / "predictions.json", {
-        "image_ids": image_ids, "predicted": evaluation.predicted, "labels": evaluation.labels}, indent=None)
+        "image_ids": image_ids, "predicted": evaluation.predicted, "labels": evaluation.labels, **categories},
+        indent=None)
     if method.routing and evaluation.policy is not None:
         atomic_write_json(run_dir / "policy.json", policy_stats(evaluation.policy, evaluation.labels))
 

@@ -38,7 +38,7 @@ from decathlon.executors import (
     visible_gpus,
     worker_slots,
 )
-from decathlon.jobs import PRETRAIN, Job, build_plan, pretrain_job, pretrained_path, waves
+from decathlon.jobs import PRETRAIN, Job, build_plan, pretrain_job, pretrained_path, waves, weights_digest
 from decathlon.methods import Method, all_methods
 from decathlon.preflight import check_plan, raise_problems
 from decathlon.progress import CACHED, DONE, FAILED, SKIPPED, format_seconds, make_progress
@@ -318,6 +318,9 @@ def make_plan(args: argparse.Namespace, suite: str, out_dir: Path) -> tuple[tupl
                             "ResNet-101 ImageNet weights)")
         roots[EXTRA_FAMILY]["pretrained_deep"] = str(args.pretrained_deep.resolve())
     configs = {f: RunConfig.from_dict({**settings.overrides(f), **overrides, **roots[f]}) for f in families}
+    # jobs are named by the weights' content, not their path: a moved results folder keeps its jobs
+    configs = {f: c.replace(weights_digest=weights_digest(c.pretrained, c.pretrained_deep))
+               for f, c in configs.items()}
     pretrain = None
     if settings.pretrain is not None:
         base = configs.get(DECATHLON_FAMILY) or next(iter(configs.values()))
@@ -418,12 +421,15 @@ def failures_table(jobs: Sequence[Job], outcomes: Mapping[str, Outcome], out_dir
     return table
 
 
-def render_reports(out_dir: Path) -> list[Path]:
-    """Rebuild the store from the run dirs and render every report from it."""
+def render_reports(out_dir: Path, data_root: Path | None = None) -> list[Path]:
+    """Rebuild the store from the run dirs and render every report from it; `data_root` (a decathlon-1.0
+    folder or its parent) serves runs whose recorded data root has moved."""
+    from decathlon.data import decathlon_root
     from decathlon.report import render_all
     from decathlon.store import build_store
 
-    return render_all(out_dir, build_store(out_dir))
+    folder = decathlon_root(data_root) if data_root is not None else None
+    return render_all(out_dir, build_store(out_dir), data_root=folder)
 
 
 def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> int:
@@ -435,7 +441,7 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
         console.print(methods_table(all_methods()))
         return 0
     if args.report_only:
-        paths = render_reports(out_dir)
+        paths = render_reports(out_dir, args.data_root)
         console.print(f"reports: {len(paths)} files under {out_dir / 'reports'}")
         return 0
 
@@ -474,7 +480,8 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
         outcomes = executor.execute(jobs, out_dir, tracker)
     counts = {s: sum(o.status == s for o in outcomes.values()) for s in (DONE, CACHED, FAILED, SKIPPED)}
     if not args.no_report:
-        paths = render_reports(out_dir)
+        data_root = generated_paths(data_dir)[0] if data_dir is not None else args.data_root
+        paths = render_reports(out_dir, data_root)
         say(f"reports: {len(paths)} files under {out_dir / 'reports'}")
     if args.analysis:  # after the reports (writes reports/analysis/); its failed sweep jobs count as failed
         from decathlon.analysis import run_analysis
