@@ -18,6 +18,7 @@ job and report to a :class:`decathlon.progress.Tracker`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -84,6 +85,7 @@ def raise_on_sigterm() -> Any:
     Returns the previous handler (to restore with ``signal.signal`` when the entry point returns).
     """
     def handler(signum: int, frame: Any) -> None:
+        signal.signal(signum, signal.SIG_IGN)  # a repeated SIGTERM must not interrupt the unwinding
         raise Terminated(f"received signal {signal.Signals(signum).name}")
 
     return signal.signal(signal.SIGTERM, handler)
@@ -315,19 +317,24 @@ class LocalExecutor:
         return outcomes
 
 
-WORKER_EXIT_GRACE_S = 60.0  # seconds an interrupted worker process gets to unwind before it is killed
+WORKER_UNWIND_S = 10.0  # seconds interrupted workers get to end by themselves (Ctrl-C reaches them too)
+WORKER_EXIT_GRACE_S = 60.0  # then seconds they get after a SIGTERM, before they are killed
 
 
 def _end_processes(procs: Iterable[subprocess.Popen], grace_s: float) -> None:
-    """SIGTERM each running process (our worker subprocesses), wait up to `grace_s` in all, then SIGKILL."""
-    procs = [p for p in procs if p.poll() is None]
+    """End our worker subprocesses: let them unwind on their own for :data:`WORKER_UNWIND_S` (a SIGTERM in
+    the middle of their cleanup would cut it short), then SIGTERM those still running, wait up to
+    `grace_s`, then SIGKILL."""
+    for timeout, signal_them in ((WORKER_UNWIND_S, False), (grace_s, True)):
+        procs = [p for p in procs if p.poll() is None]
+        for proc in procs if signal_them else ():
+            proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     for proc in procs:
-        proc.terminate()
-    deadline = time.monotonic() + grace_s
-    for proc in procs:
-        try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None:
             proc.kill()
 
 

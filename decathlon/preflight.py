@@ -125,7 +125,7 @@ def weights_problems(jobs: Sequence[Job], produced: Collection[str] = ()) -> lis
         if method is None or not method.trains or config.pretrained in produced:
             continue
         source = spec.is_source
-        key = (source, spec.name if source else None, _builder(method), config.backbone, config.width,
+        key = (source, spec.name if source else _builder(method), config.backbone, config.width,
                config.pretrained, config.pretrained_deep)
         if key in seen:
             continue
