@@ -99,7 +99,9 @@ def end_workers(loader_or_iterator: Any) -> None:
     A no-op for in-process loading and for anything without workers. Uses the iterator's own shutdown
     (``_shutdown_workers``: the orderly end torch runs when an iterator is exhausted or collected).
     """
-    iterator = getattr(loader_or_iterator, "_iterator", None) or loader_or_iterator
+    iterator = getattr(loader_or_iterator, "_iterator", None)
+    if iterator is None:
+        iterator = loader_or_iterator
     shutdown = getattr(iterator, "_shutdown_workers", None)
     if shutdown is not None:
         shutdown()
