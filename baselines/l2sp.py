@@ -2,10 +2,17 @@
 
     loss = l_c + (alpha / 2) * ||w_S - w_S^0||^2 + (beta / 2) * ||w_new||^2
 
-w_S are every parameter the network shares with the source model (convolutions and BN affine
-parameters of the stem, blocks and head), w_S^0 their pretrained values, kept as constant buffers of the
-model (so they travel with its checkpoint); w_new are the parameters of the new layers (the classifier,
-weight and bias). The regulariser replaces plain weight decay, which is therefore off for every group.
+``config.l2sp_scope`` says which parameters are regularised:
+
+- ``"weights"`` (default, the L2-SP reference code's standard mode, Li et al.'s released TensorFlow code):
+  w_S are the kernels the network shares with the source model (every convolution weight of the stem,
+  blocks and head), pulled toward their pretrained values w_S^0; w_new is the new classifier's weight
+  (plain decay). BN scale/shift and biases are not regularised.
+- ``"all"``: w_S are every shared parameter (BN affine parameters included) and w_new the classifier's
+  weight and bias.
+
+w_S^0 are kept as constant buffers of the model (so they travel with its checkpoint). The regulariser
+replaces plain weight decay, which is therefore off for every group.
 """
 
 from __future__ import annotations
@@ -38,17 +45,30 @@ class Reference(nn.Module):
         return getattr(self, _buffer_name(param_name))
 
 
-def shared_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) of everything but the new classifier (and the reference itself)."""
-    return [(n, p) for n, p in model.named_parameters() if not n.startswith("classifier.")]
+def _in_scope(param: torch.Tensor, scope: str) -> bool:
+    # "weights": kernels (convolutions, linear layers) only, recognised by having more than one dimension
+    return scope == "all" or param.dim() > 1
 
 
-def l2sp_penalty(model: nn.Module, alpha: float, beta: float) -> torch.Tensor:
-    """(alpha/2) * sum ||w_S - w_S^0||^2 + (beta/2) * sum ||w_new||^2 for a model built by :class:`L2SP`."""
+def shared_parameters(model: nn.Module, scope: str = "weights") -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the regularised shared parameters: everything but the new classifier (and the
+    reference itself), restricted to kernels when `scope` is ``"weights"``."""
+    return [(n, p) for n, p in model.named_parameters()
+            if not n.startswith("classifier.") and _in_scope(p, scope)]
+
+
+def new_parameters(model: nn.Module, scope: str = "weights") -> list[nn.Parameter]:
+    """The new classifier's regularised parameters: its weight (and its bias when `scope` is ``"all"``)."""
+    return [p for p in model.classifier.parameters() if _in_scope(p, scope)]
+
+
+def l2sp_penalty(model: nn.Module, alpha: float, beta: float, scope: str = "weights") -> torch.Tensor:
+    """(alpha/2) * sum ||w_S - w_S^0||^2 + (beta/2) * sum ||w_new||^2 for a model built by :class:`L2SP`
+    (w_S: the parameters the model's reference holds; w_new: :func:`new_parameters` of `scope`)."""
     reference: Reference = getattr(model, REFERENCE)
     params = dict(model.named_parameters())
     shared = sum((params[n] - reference.value(n)).pow(2).sum() for n in reference.names)
-    new = sum(p.pow(2).sum() for n, p in model.classifier.named_parameters())
+    new = sum(p.pow(2).sum() for p in new_parameters(model, scope))
     return 0.5 * alpha * shared + 0.5 * beta * new
 
 
@@ -60,7 +80,7 @@ class L2SP(Method):
 
     def build(self, backbone: nn.Module, spec, num_classes: int, config) -> nn.Module:
         model = replace_classifier(backbone, num_classes)
-        reference = Reference(shared_parameters(model))
+        reference = Reference(shared_parameters(model, config.l2sp_scope))
         setattr(model, REFERENCE, reference)
         return model
 
@@ -68,7 +88,7 @@ class L2SP(Method):
         return [network_group(trainable(model), config, 0.0)]  # the regulariser replaces weight decay
 
     def extra_loss(self, model: nn.Module, output: Output, config) -> torch.Tensor:
-        return l2sp_penalty(model, config.l2sp_alpha, config.l2sp_beta)
+        return l2sp_penalty(model, config.l2sp_alpha, config.l2sp_beta, config.l2sp_scope)
 
 
 METHODS = (L2SP(),)

@@ -53,7 +53,7 @@ def bench_method(name: str, config: RunConfig, steps: int, repeats: int) -> dict
     method = all_methods()[name]
     spec = get_domain(config.domain, suite=config.suite)
     device = torch.device("cpu")
-    generators = seed_everything(config.seed)
+    generators = seed_everything(config)
     data = build_data(config, spec, device, generators["data"])
     model = method.build(build_backbone(method, config, spec.num_classes), spec, spec.num_classes, config)
     optimizer, _ = build_optimizer(method, model, config, spec)

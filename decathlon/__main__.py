@@ -1,8 +1,15 @@
-"""Command line of the benchmark: ``python -m decathlon {generate,score} ...``.
+"""Command line of the benchmark: ``python -m decathlon {generate,score,download,verify} ...``.
 
 - ``generate --out DIR [--seed N] [--image-size PX]``: write the generated suite (see decathlon.generate).
 - ``score --submission results.json --annotations DIR [--baseline FILE] [--json]``: score a submission
-  against the labelled ``<domain>_test.json`` files (per-domain accuracy, points and S).
+  against the labelled ``<domain>_test.json`` files (per-domain accuracy, points and S). The S baseline
+  is the published Fine-tuning model on the real Decathlon; anywhere else (the generated suite) pass
+  ``--baseline``, the ``baseline.json`` the reports write beside each submission. The output names the
+  baseline it used and every domain with test images that have no prediction.
+- ``download {decathlon,extra,weights} --root DIR ...``: fetch and unpack the real data or the
+  ResNet-26 weights, resumable and verified (see decathlon.download).
+- ``verify --data-root DIR/decathlon-1.0 [--extra-root DIR]``: check the data against the known class
+  counts and split sizes; exits 1 on a mismatch (see decathlon.verify).
 
 Bad input prints one line on stderr and exits with status 2; ``--debug`` shows the traceback instead.
 """
@@ -17,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from decathlon import download, verify
 from decathlon.errors import DataError, HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -42,8 +50,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     score.add_argument("--annotations", required=True, type=Path,
                        help="folder holding <domain>_test.json (e.g. decathlon-1.0/annotations)")
     score.add_argument("--baseline", type=Path, default=None,
-                       help="JSON object {domain: accuracy %%} (default: the published Fine-tuning)")
+                       help="JSON object {domain: accuracy %%}, e.g. the baseline.json beside a report's "
+                            "submission (default: the published Fine-tuning; required for generated data)")
     score.add_argument("--json", action="store_true", help="print the result as JSON")
+    download.add_parser(sub, [debug])
+    verify.add_parser(sub, [debug])
     return parser
 
 
@@ -61,9 +72,13 @@ def _read_baseline(path: Path | None) -> Mapping[str, float] | None:
     return data
 
 
-def _print_score(result: Mapping[str, Any], stream) -> None:
-    rows = [(name, f"{d['accuracy']:.2f}", f"{d['points']:.1f}") for name, d in result["domains"].items()]
+def _print_score(result: Mapping[str, Any], stream, baseline: str) -> None:
+    from decathlon.score import unpredicted_lines
+
+    rows = [(name, "–" if d["accuracy"] is None else f"{d['accuracy']:.2f}", f"{d['points']:.1f}")
+            for name, d in result["domains"].items()]
     missing = ", ".join(result["missing"])
+    footer = [f"S baseline: {baseline}", *unpredicted_lines(result)]
     if stream.isatty():
         from rich.console import Console
         from rich.table import Table
@@ -78,6 +93,8 @@ def _print_score(result: Mapping[str, Any], stream) -> None:
         console.print(table)
         if missing:
             console.print(f"missing (0 points): {missing}")
+        for line in footer:
+            console.print(line, markup=False)
         return
     width = max([len(r[0]) for r in rows] + [6])
     print(f"{'domain':<{width}}  {'accuracy':>8}  {'points':>7}", file=stream)
@@ -86,6 +103,8 @@ def _print_score(result: Mapping[str, Any], stream) -> None:
     print(f"{'S':<{width}}  {'':>8}  {result['score']:>7.1f}", file=stream)
     if missing:
         print(f"missing (0 points): {missing}", file=stream)
+    for line in footer:
+        print(line, file=stream)
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -101,14 +120,16 @@ def _score(args: argparse.Namespace) -> int:
     from decathlon.score import score_submission
 
     result = score_submission(args.submission, args.annotations, baseline=_read_baseline(args.baseline))
+    if args.baseline is not None:
+        result["baseline"] = f"the accuracies in {args.baseline}"
     if args.json:
         print(json.dumps(result))
     else:
-        _print_score(result, sys.stdout)
+        _print_score(result, sys.stdout, result["baseline"])
     return 0
 
 
-COMMANDS = {"generate": _generate, "score": _score}
+COMMANDS = {"generate": _generate, "score": _score, "download": download.run, "verify": verify.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

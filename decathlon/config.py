@@ -23,6 +23,7 @@ SCHEDULES = ("faithful", "multistep", "cosine")
 PRESETS = ("faithful", "adapters")
 FROZEN_BN = ("faithful", "frozen")
 EVAL_POLICIES = ("argmax", "sampled")
+L2SP_SCOPES = ("weights", "all")
 
 # Fields that name the job rather than configure it: excluded from the config hash so that the hash
 # identifies "the same settings" across methods, domains and seeds.
@@ -74,6 +75,7 @@ class RunConfig:
     # --- baselines
     l2sp_alpha: float = 0.1  # pull of shared weights toward their pretrained values
     l2sp_beta: float = 0.01  # plain decay of new layers
+    l2sp_scope: str = "weights"  # "weights": kernels only (L2-SP reference code); "all": + BN and biases
     stochastic_per_image: bool = True  # stochastic fine-tuning: sample the 50% of blocks per image
     stochastic_eval: str = "mean"  # stochastic fine-tuning at test: "mean" (0.5/0.5 mix), "tuned", "sampled"
     progressive_init: str = "pretrained"  # progressive nets' new column: "pretrained" copy or "random"
@@ -83,7 +85,7 @@ class RunConfig:
     weights_digest: str | None = None
     # --- engine
     device: str = "auto"  # "auto" = cuda when available, else cpu
-    amp: bool = True  # mixed precision on CUDA (ignored on the CPU)
+    amp: bool = False  # fp16 mixed precision on CUDA (ignored on the CPU); off: the reference trains in fp32
     channels_last: bool = True  # model and batches channels_last (CPU and CUDA: faster on both)
     compile: bool = False  # torch.compile the model
     cache: bool = False  # decode-once uint8 cache and batched augmentation (decathlon.cache)
@@ -110,7 +112,8 @@ class RunConfig:
 
     def validate(self) -> None:
         for name, allowed in (("protocol", PROTOCOLS), ("schedule", SCHEDULES), ("preset", PRESETS),
-                              ("frozen_bn", FROZEN_BN), ("eval_policy", EVAL_POLICIES)):
+                              ("frozen_bn", FROZEN_BN), ("eval_policy", EVAL_POLICIES),
+                              ("l2sp_scope", L2SP_SCOPES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -119,15 +122,20 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def settings(self) -> dict[str, Any]:
+        """The settings of the run: every field but the identity fields and data_root, JSON-ready (tuples
+        as lists). Recorded in ``result.json``; reports compare it with the suite's defaults."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.to_dict().items()
+                if k not in IDENTITY_FIELDS + ("data_root",)}
+
     def hash(self) -> str:
-        """Short hash of the settings: identity fields and file locations excluded.
+        """Short hash of the settings (:meth:`settings`: identity fields and data_root excluded).
 
         With a `weights_digest` the weights count by content, not path (a moved results folder or weights
         file keeps its jobs); without one (a config built in Python) their paths count, as they did.
         """
-        skip = IDENTITY_FIELDS + (LOCATION_FIELDS if self.weights_digest is not None
-                                  else ("data_root", "weights_digest"))
-        d = {k: v for k, v in self.to_dict().items() if k not in skip}
+        skip = LOCATION_FIELDS if self.weights_digest is not None else ("weights_digest",)
+        d = {k: v for k, v in self.settings().items() if k not in skip}
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     @property

@@ -460,6 +460,12 @@ class DecathlonDataset(ImageListDataset):
         self.image_ids = [i for p in parts for i in p.image_ids]
         self.labels = [y for p in parts for y in p.labels]
         self.file_paths = [self.root / f for p in parts for f in p.file_names]
+        images = self.root / "data" / spec.directory
+        if self.file_paths and not images.is_dir():
+            from decathlon.download import IMAGENET_HINT, download_hint
+
+            raise DataError(f"no images of {spec.name!r}: {images} does not exist; "
+                            + (IMAGENET_HINT if spec.is_source else download_hint()))
         _check_files_exist(self.file_paths, self.annotation_paths[-1])
 
     def annotation_path(self, split: str) -> Path:
@@ -665,17 +671,10 @@ def _rgb(value: Any, key: str, path: Path) -> tuple[float, float, float]:
     return tuple(float(x) for x in arr)
 
 
-def load_mean_std(root: str | os.PathLike | None, spec: DomainSpec) -> tuple[tuple[float, ...], ...]:
-    """(mean, std) of `spec`'s images: the user's ``decathlon_mean_std.pickle`` when it is present in
-    `root` (or ``root/decathlon-1.0``) and has the domain's keys ``<name>mean``/``<name>std``, else the
-    values built into the spec.
+def read_stats_pickle(path: Path) -> dict:
+    """The dict of a ``decathlon_mean_std.pickle`` (numpy arrays keyed ``<domain>mean``/``<domain>std``),
+    read without running code from the file. Raises DataError naming the file when it is not such a dict.
     """
-    if root is None:
-        return spec.mean, spec.std
-    candidates = (Path(root) / MEAN_STD_FILE, Path(root) / DECATHLON_FOLDER / MEAN_STD_FILE)
-    path = next((p for p in candidates if p.is_file()), None)
-    if path is None:
-        return spec.mean, spec.std
     try:
         with open(path, "rb") as f:
             stats = _DataUnpickler(f, encoding=PICKLE_ENCODING).load()  # a Python 2 pickle: str as latin1
@@ -684,6 +683,23 @@ def load_mean_std(root: str | os.PathLike | None, spec: DomainSpec) -> tuple[tup
                         "keyed '<domain>mean' / '<domain>std'") from None
     if not isinstance(stats, dict):
         raise DataError(f"statistics pickle {path} holds a {type(stats).__name__}; expected a dict")
+    return stats
+
+
+def load_mean_std(root: str | os.PathLike | None, spec: DomainSpec) -> tuple[tuple[float, ...], ...]:
+    """(mean, std) of `spec`'s images: the user's ``decathlon_mean_std.pickle`` when it is present in
+    `root` (or ``root/decathlon-1.0``) and has the domain's keys ``<name>mean``/``<name>std``, else the
+    values built into the spec. Only Decathlon-layout domains read the pickle: the extra datasets use the
+    ImageNet statistics of their ImageNet-pretrained network (the pickle's ``sketches`` entry describes
+    the Decathlon-style 72 px copy).
+    """
+    if root is None or spec.layout != "decathlon":
+        return spec.mean, spec.std
+    candidates = (Path(root) / MEAN_STD_FILE, Path(root) / DECATHLON_FOLDER / MEAN_STD_FILE)
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        return spec.mean, spec.std
+    stats = read_stats_pickle(path)
     keys = (f"{spec.name}mean", f"{spec.name}std")
     present = [k in stats for k in keys]
     if not any(present):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import random
@@ -47,13 +48,32 @@ Progress = Callable[..., None]
 
 CHECKPOINT = "checkpoint.pt"
 RESULT = "result.json"
-# Independent random streams derived from the one seed (their order is part of the format).
+# Independent random streams, each derived from (seed, method, domain, purpose) by :func:`derive_seed`.
 STREAMS = ("global", "data", "routing", "eval", "subset")
+# Streams that select and order the data: shared by every method of a (seed, domain), so that methods are
+# compared on the same training subset in the same order (common random numbers, a paired comparison).
+DATA_STREAMS = ("data", "subset")
+SHARED_METHOD = "*"  # the method key of the data streams
 
 
-def derive_seed(seed: int, stream: str) -> int:
-    """A 63-bit seed for `stream`, a fixed function of the run seed (distinct streams, distinct seeds)."""
-    return (int(seed) * 1_000_003 + 7919 * (STREAMS.index(stream) + 1)) % (2**63 - 1)
+def derive_seed(seed: int, stream: str, *, method: str, domain: str) -> int:
+    """A 63-bit seed for the `stream` of one job: SHA-256 of (seed, method, domain, stream).
+
+    Distinct domains, methods or purposes give unrelated streams (the random routing of two domains
+    differs), and the value is the same on every machine and Python version. The data streams
+    (:data:`DATA_STREAMS`) ignore `method`: every method of a (seed, domain) sees the same images in the
+    same order. Unknown stream names raise ValueError.
+    """
+    if stream not in STREAMS:
+        raise ValueError(f"unknown random stream {stream!r}; expected one of {', '.join(STREAMS)}")
+    key = SHARED_METHOD if stream in DATA_STREAMS else method
+    digest = hashlib.sha256(f"{int(seed)}|{key}|{domain}|{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def job_seed(config: RunConfig, stream: str) -> int:
+    """:func:`derive_seed` of `config`'s seed, method and domain."""
+    return derive_seed(config.seed, stream, method=config.method, domain=config.domain)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -132,13 +152,13 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Gener
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def seed_everything(seed: int) -> dict[str, torch.Generator]:
-    """Seed the global RNGs and return the explicit generators (``data``, ``routing``) of a run."""
-    base = derive_seed(seed, "global")
+def seed_everything(config: RunConfig) -> dict[str, torch.Generator]:
+    """Seed the global RNGs and return the explicit generators (``data``, ``routing``) of a job."""
+    base = job_seed(config, "global")
     torch.manual_seed(base)
     np.random.seed(base % 2**32)
     random.seed(base)
-    return {name: torch.Generator().manual_seed(derive_seed(seed, name)) for name in ("data", "routing")}
+    return {name: torch.Generator().manual_seed(job_seed(config, name)) for name in ("data", "routing")}
 
 
 def seed_worker(worker_id: int) -> None:
@@ -159,13 +179,15 @@ def seed_worker(worker_id: int) -> None:
 def balanced_subset(labels: Sequence[int], limit: int, seed: int) -> list[int]:
     """Indices of a class-balanced, seeded subset of `limit` images (all of them when `limit` >= n).
 
+    `seed` seeds the draw as given: jobs pass their ``subset`` stream (:func:`job_seed`).
+
     Images are drawn round-robin over the classes in a seeded random order: every class gets
     ``limit // classes`` images or one more (fewer when it has fewer). Returned in dataset order.
     """
     n = len(labels)
     if limit >= n:
         return list(range(n))
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, "subset"))).tolist()
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     seen: dict[int, int] = {}
     ranked = []
     for position, index in enumerate(order):
@@ -217,7 +239,7 @@ def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, genera
                                   preset.train_transform(spec, mean, std))
         if config.limit_train_images is not None:
             train_set = Subset(train_set, balanced_subset(train_set.labels, config.limit_train_images,
-                                                          config.seed))
+                                                          job_seed(config, "subset")))
     eval_loader = train_loader = None
     if config.cache:
         from decathlon.cache import make_eval_loader, make_train_loader, supports
@@ -393,8 +415,8 @@ def train_one_epoch(method: Method, model: nn.Module, loader: Any, optimizer: to
 class Evaluation:
     """What :func:`evaluate` measures on one split."""
 
-    top1: float  # %
-    loss: float  # mean cross-entropy per image
+    top1: float | None  # % of the labelled images; None when the split has no labels (stripped test)
+    loss: float | None  # mean cross-entropy per labelled image; None likewise
     predicted: list[int]
     labels: list[int]
     policy: torch.Tensor | None  # (images, blocks) hard routing decisions, CPU; None for non-routing methods
@@ -404,13 +426,13 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *, device: torch.device,
-             seed: int = 0, runner: nn.Module | None = None) -> Evaluation:
+             runner: nn.Module | None = None) -> Evaluation:
     """Predictions on every image of `loader` (dataset order). Any sampling at evaluation (sampled policies,
-    random routing) uses a generator seeded from `seed`, so an evaluation is reproducible."""
+    random routing) uses the job's ``eval`` stream (:func:`job_seed`), so an evaluation is reproducible."""
     runner = model if runner is None else runner
     model.eval()
     _sync_mode(runner, model)
-    generator = torch.Generator().manual_seed(derive_seed(seed, "eval"))
+    generator = torch.Generator().manual_seed(job_seed(config, "eval"))
     loss_sum = torch.zeros((), device=device)
     predicted, labels_all, policies = [], [], []
     start = time.perf_counter()
@@ -431,9 +453,11 @@ def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *
     seconds = time.perf_counter() - start
     scored = labels_t >= 0
     n_scored = int(scored.sum())
-    top1 = 100.0 * float((predicted_t[scored] == labels_t[scored]).sum()) / max(n_scored, 1)
+    # a split without labels has no accuracy (not 0 %): the predictions are still written for submission
+    top1 = 100.0 * float((predicted_t[scored] == labels_t[scored]).sum()) / n_scored if n_scored else None
+    loss = float(loss_sum) / n_scored if n_scored else None
     policy = torch.cat(policies).cpu() if policies and len(policies) == len(predicted) else None
-    return Evaluation(top1=top1, loss=float(loss_sum) / max(n_scored, 1), predicted=predicted_t.tolist(),
+    return Evaluation(top1=top1, loss=loss, predicted=predicted_t.tolist(),
                       labels=labels_t.tolist(), policy=policy, images=len(labels_t), seconds=seconds)
 
 
@@ -566,7 +590,7 @@ def _finish(run_dir: Path, config: RunConfig, method: Method, data: Data, model:
     result = {**_identity(config), "top1": evaluation.top1, "loss": evaluation.loss,
               "params_total": total, "params_trainable": trainable, "par": par_ratio(model, reference_params),
               "wall_time_s": wall_time, "images_per_s": images_per_s, "epochs": epochs,
-              "eval_images": evaluation.images, "code_version": version}
+              "eval_images": evaluation.images, "code_version": version, "settings": config.settings()}
     atomic_write_json(run_dir / RESULT, result)  # last: its presence means the job finished
     return result
 
@@ -575,7 +599,7 @@ def _run_evaluation_only(config: RunConfig, run_dir: Path, method: Method, spec:
                          device: torch.device, version: str,
                          source_run_dir: str | Path | None) -> dict[str, Any]:
     start = time.perf_counter()
-    seed_everything(config.seed)
+    seed_everything(config)
     with contextlib.closing(build_data(config, spec, device, None, train=False)) as data:
         return _evaluate_only(config, run_dir, method, spec, device, version, source_run_dir, data, start)
 
@@ -590,7 +614,7 @@ def _evaluate_only(config: RunConfig, run_dir: Path, method: Method, spec: Domai
         model = _reused_model(config, method, spec, data.num_classes, source_run_dir)
         eval_method = method
     place_model(model, device, config)
-    evaluation = evaluate(eval_method, model, data.eval_loader, config, device=device, seed=config.seed)
+    evaluation = evaluate(eval_method, model, data.eval_loader, config, device=device)
     wall = time.perf_counter() - start
     return _finish(run_dir, config, method, data, model, evaluation, epochs=0, wall_time=wall,
                    images_per_s=evaluation.images / max(evaluation.seconds, 1e-9), version=version,
@@ -642,7 +666,7 @@ def _reused_model(config: RunConfig, method: Method, spec: DomainSpec, num_class
         raise CheckpointError(f"{source / CHECKPOINT} is a {source_config.method!r} run on "
                               f"{source_config.domain!r}; expected {method.reuses!r} on {config.domain!r}")
     reused = get_method(method.reuses)
-    torch.manual_seed(derive_seed(config.seed, "global"))
+    torch.manual_seed(job_seed(config, "global"))
     model = method.build(build_backbone(reused, source_config, num_classes), spec, num_classes, source_config)
     load_model_state(model, content["model_state"], str(source / CHECKPOINT))
     return model
@@ -650,7 +674,7 @@ def _reused_model(config: RunConfig, method: Method, spec: DomainSpec, num_class
 
 def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
                   version: str, progress: Progress | None) -> dict[str, Any]:
-    generators = seed_everything(config.seed)
+    generators = seed_everything(config)
     with contextlib.closing(build_data(config, spec, device, generators["data"])) as data:
         return _train(config, run_dir, method, spec, device, version, progress, generators, data)
 
@@ -690,7 +714,7 @@ def _train(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, d
         _write_epochs(run_dir, position["history"])
         if progress is not None:
             progress("epoch_end", **record)
-    evaluation = evaluate(method, model, data.eval_loader, config, device=device, seed=config.seed,
+    evaluation = evaluate(method, model, data.eval_loader, config, device=device,
                           runner=runner)
     wall = position["wall_time_s"] + time.perf_counter() - session_start
     return _finish(run_dir, config, method, data, model, evaluation, epochs=config.epochs, wall_time=wall,

@@ -32,3 +32,7 @@ class CheckpointError(HarnessError, ValueError):
 
 class ConfigError(HarnessError, ValueError):
     """An unknown configuration key or a value outside its allowed set."""
+
+
+class DownloadError(HarnessError):
+    """A download that failed after its retries, or a server that answered with something else."""

@@ -14,8 +14,15 @@ Presets (see ``/work/shared/reference/decathlon.md``):
 - ``faithful``: the official SpotTune transforms. CROP: Resize(72) + RandomCrop(64) for training,
   Resize(72) + CenterCrop(72) for testing, no flip. CENTER: Resize(72) + CenterCrop(72) for both.
   RESIZE: Resize(72) only (Daimler's 72x144 crops stay non-square).
-- ``adapters``: the residual-adapters recipe: as ``faithful``, plus a random horizontal flip for training
-  when ``spec.flip``, and CROP domains are tested at CenterCrop(64) (the training crop size).
+- ``adapters``: the residual-adapters recipe (``imdbfolder_coco.py``): as ``faithful``, plus a random
+  horizontal flip for training when ``spec.flip``, and CROP domains are tested at CenterCrop(64) (the
+  training crop size). RESIZE (Daimler) is treated like CROP there, as the reference code does: Resize(72)
+  + RandomCrop(64) + flip for training, Resize(72) + CenterCrop(64) for testing.
+
+Both presets treat SOURCE (the Decathlon's ImageNet, whose table entry is the pretrained network's own
+accuracy) as the residual-adapters code evaluates it, Resize(72) + CenterCrop(64): the published ImNet
+entries come from that evaluation (SpotTune's code never evaluates ImageNet). Training (the pretraining of
+the generated suite's source) uses RandomCrop(64) + flip.
 
 Both presets treat IMAGENET (the extra datasets at 224 px) the same way: RandomResizedCrop(224) + flip
 for training, Resize(256) + CenterCrop(224) for testing.
@@ -32,7 +39,7 @@ from types import MappingProxyType
 
 from torchvision import transforms
 
-from decathlon.domains import CENTER, CROP, IMAGENET, RESIZE, DomainSpec
+from decathlon.domains import CENTER, CROP, IMAGENET, RESIZE, SOURCE, DomainSpec
 from decathlon.errors import UnknownNameError
 
 # RandomResizedCrop's defaults (torchvision / the ImageNet recipe): area fraction and aspect ratio range.
@@ -115,10 +122,6 @@ def _shorter_side(spec: DomainSpec, train: bool) -> Geometry:
     return Geometry(spec.image_size, None)
 
 
-def _shorter_side_flip(spec: DomainSpec, train: bool) -> Geometry:
-    return Geometry(spec.image_size, None, flip=train and spec.flip)
-
-
 def _imagenet(spec: DomainSpec, train: bool) -> Geometry:
     # the standard ImageNet recipe at image_size (224): RRC + flip; Resize(256) + CenterCrop(224)
     s = spec.image_size
@@ -167,6 +170,7 @@ FAITHFUL = Preset(
     summary="official SpotTune transforms: random 64 px crops, 72 px centre tests, no flips",
     rules=MappingProxyType({
         CROP: _random_crop_centre_test, CENTER: _whole_square, RESIZE: _shorter_side, IMAGENET: _imagenet,
+        SOURCE: _random_crop_same_test,
     }),
 )
 
@@ -174,8 +178,8 @@ ADAPTERS = Preset(
     name="adapters",
     summary="residual-adapters transforms: flips where label-preserving, 64 px crops for train and test",
     rules=MappingProxyType({
-        CROP: _random_crop_same_test, CENTER: _whole_square_flip, RESIZE: _shorter_side_flip,
-        IMAGENET: _imagenet,
+        CROP: _random_crop_same_test, CENTER: _whole_square_flip, RESIZE: _random_crop_same_test,
+        IMAGENET: _imagenet, SOURCE: _random_crop_same_test,
     }),
 )
 

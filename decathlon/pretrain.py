@@ -46,7 +46,7 @@ from decathlon.engine import (
     CHECKPOINT,
     balanced_subset,
     batch_to_device,
-    derive_seed,
+    job_seed,
     load_run_checkpoint,
     place_model,
     resolve_device,
@@ -82,10 +82,11 @@ def _loaders(config: RunConfig, spec: DomainSpec, rank: int, world_size: int, de
     mean, std = load_mean_std(config.data_root, spec)
     train = build_dataset(spec, config.data_root, config.train_split, preset.train_transform(spec, mean, std))
     if config.limit_train_images is not None:
-        train = Subset(train, balanced_subset(train.labels, config.limit_train_images, config.seed))
+        subset = balanced_subset(train.labels, config.limit_train_images, job_seed(config, "subset"))
+        train = Subset(train, subset)
     per_process = max(1, config.batch_size // world_size)
     sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=derive_seed(config.seed, "data") % 2**31)
+                                 seed=job_seed(config, "data") % 2**31)
     pin = device.type == "cuda"
     train_loader = DataLoader(**naming_batches(train), batch_size=per_process, sampler=sampler,
                               num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
@@ -97,16 +98,18 @@ def _loaders(config: RunConfig, spec: DomainSpec, rank: int, world_size: int, de
 
 
 @torch.no_grad()
-def _top1(model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool) -> float:
+def _top1(model: nn.Module, loader: DataLoader, device: torch.device, channels_last: bool) -> float | None:
+    """Top-1 (%) over the labelled images of `loader`; None when none is labelled (label -1)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
+    seen = torch.zeros((), dtype=torch.long, device=device)
     with worker_batches(loader) as batches:
         for batch in batches:
             images, labels = batch_to_device(batch, device, channels_last)
-            correct += (model(images).argmax(1) == labels).sum()
-            seen += labels.shape[0]
-    return 100.0 * float(correct) / max(seen, 1)
+            labelled = labels >= 0
+            correct += (model(images).argmax(1) == labels)[labelled].sum()
+            seen += labelled.sum()
+    return 100.0 * float(correct) / int(seen) if int(seen) else None
 
 
 def _rank_rng_states(rank: int, world_size: int) -> list[dict[str, Any]] | None:
@@ -118,14 +121,14 @@ def _rank_rng_states(rank: int, world_size: int) -> list[dict[str, Any]] | None:
     return states
 
 
-def _restore_rank_rng(position: dict[str, Any], seed: int, rank: int) -> None:
+def _restore_rank_rng(position: dict[str, Any], config: RunConfig, rank: int) -> None:
     """Put this rank's own RNG state back after a resume (which restored rank 0's on every rank)."""
     states = position.get("rank_rng") or []
     if rank < len(states):
         set_rng_state(states[rank], {})
     elif rank > 0:
         # the checkpoint came from fewer processes: a fresh stream, distinct per rank and per epoch
-        torch.manual_seed(derive_seed(seed, "global") + rank + 7919 * position["epoch"])
+        torch.manual_seed(job_seed(config, "global") + rank + 7919 * position["epoch"])
 
 
 def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: int = 1,
@@ -144,10 +147,10 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
         torch.cuda.set_device(device)
-    seed_everything(config.seed)  # same initialisation on every rank
+    seed_everything(config)  # same initialisation on every rank
     model = create_backbone(config.backbone, spec.num_classes, width=config.width)
     place_model(model, device, config)
-    torch.manual_seed(derive_seed(config.seed, "global") + rank)  # per-rank augmentation streams
+    torch.manual_seed(job_seed(config, "global") + rank)  # per-rank augmentation streams
     train_loader, sampler, eval_loader = _loaders(config, spec, rank, world_size, device)
     weight_decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
@@ -160,7 +163,7 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
     # needs every rank, so no rank can read a newer checkpoint than the others
     if checkpoint_path.is_file():
         position = load_run_checkpoint(checkpoint_path, config, model, optimizer, scheduler, None, {})
-        _restore_rank_rng(position, config.seed, rank)
+        _restore_rank_rng(position, config, rank)
     resumed_from = position["epoch"]
     net: nn.Module = model
     if world_size > 1:
@@ -321,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", 0)) == 0:
-        print(f"wrote {summary['checkpoint']} ({summary['eval_split']} top1 {summary['top1']:.2f}%)")
+        top1 = "unlabelled" if summary["top1"] is None else f"top1 {summary['top1']:.2f}%"
+        print(f"wrote {summary['checkpoint']} ({summary['eval_split']} {top1})")
     return 0
 
 

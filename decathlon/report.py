@@ -6,39 +6,53 @@ its run directory. :func:`render_all` writes everything under ``<out>/reports/``
 
 Tables follow the paper: one row per method (registry order), one column per domain in the paper's
 order (the source domain ``imagenet12`` included), then the mean over the domains, the Decathlon score
-S and #par. Results of different protocols, presets or schedules are never averaged together: there is
-one table per (suite, table family, protocol, preset, schedule). On the real Decathlon the S baseline is
-the published Fine-tuning model; on every other suite it is this run's own ``finetune`` results.
+S and #par. Results of different configurations are never averaged together: there is one table per
+(suite, table family, protocol, configuration), the configuration being every setting but the seed
+(``config_hash``); its caption names every setting that differs from the suite's defaults. On the real
+Decathlon the S baseline is the published Fine-tuning model; on every other suite it is this run's own
+``finetune`` results. A job evaluated on a split without labels has no accuracy: its cell is empty with a
+footnote, and it is left out of means and S (marked partial).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from decathlon.config import PROTOCOLS
+from decathlon.config import PROTOCOLS, RunConfig
 from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS, SUITES, get_domain, suite_domains
 from decathlon.errors import DataError, HarnessError, UnknownNameError
 from decathlon.io import atomic_write_json, atomic_write_text
-from decathlon.published import FINETUNE_BASELINE, accuracy_table, decathlon_score
+from decathlon.published import BASELINE_DESCRIPTION, FINETUNE_BASELINE, PublishedRow, published_rows
 from decathlon.score import s_score, score_submission, write_submission
+from decathlon.suites import get_suite
 
 FAMILIES = ("decathlon", "extra", "other")  # table families: the Decathlon table, the extra-dataset table
 FAMILY_TITLES = {"decathlon": "Visual Decathlon", "extra": "Extra datasets", "other": "Other domains"}
 BASELINE_METHOD = "finetune"  # the method whose results are the S baseline on non-real suites
 OWNED_FOLDERS = ("tables", "figures", "submissions")  # under reports/: stale files here are removed
 REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".json", ".zip")  # the kinds of file render_all writes
-GROUP_COLUMNS = ("suite", "family", "protocol", "preset", "schedule")
+GROUP_COLUMNS = ("suite", "family", "protocol", "preset", "schedule", "config_hash")
 PARTIAL = "*"  # marks a mean / S / #par computed over fewer domains than the table has
+UNLABELLED = "†"  # marks a cell whose evaluation split has no labels (no accuracy)
 MISSING_MD, MISSING_TEX = "–", "--"
+# Settings that name files rather than configure training: where the weights live is not a setting (runs
+# of different weights still get tables of their own: their config hashes differ).
+PATH_SETTINGS = ("pretrained", "pretrained_deep", "weights_digest")  # which weights, by path or content
+# Settings that do not change what is computed (loading, placement, logging): a
+# run differing from the reference recipe only in these is still compared with the published numbers.
+NEUTRAL_SETTINGS = ("num_workers", "eval_batch_size", "device", "log_every", "cache", "channels_last",
+                    "compile")
 
 
 # ----------------------------------------------------------------------------------------------- cells
@@ -60,7 +74,7 @@ class Cell:
 
     def text(self, *, pm: str = " ± ", missing: str = MISSING_MD) -> str:
         if self.mean is None:
-            return missing
+            return missing + self.mark
         out = self.number(self.mean)
         if self.std is not None:
             out += pm + f"{self.std:.{self.digits}f}"
@@ -80,7 +94,7 @@ class Table:
     columns: tuple[str, ...]
     rows: tuple[tuple[str, tuple[Cell, ...]], ...]
     notes: tuple[str, ...] = ()
-    rule_every: int = 0  # a horizontal rule after every n rows (comparison tables: 3 rows per method)
+    rules: tuple[int, ...] = ()  # row indices that get a horizontal rule above them (between methods)
     row_header: str = "Method"
 
 
@@ -125,7 +139,7 @@ def to_latex(table: Table) -> str:
              rf"\label{{tab:{table.name}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header + r" \\",
              r"\midrule"]
     for i, (label, cells) in enumerate(table.rows):
-        if table.rule_every and i and i % table.rule_every == 0:
+        if i in table.rules:
             lines.append(r"\midrule")
         texts = [latex_escape(label)] + [latex_escape(c.text(missing=MISSING_TEX)) for c in cells]
         lines.append(" & ".join(texts) + r" \\")
@@ -165,19 +179,41 @@ def domain_family(domain: str) -> str:
 
 @dataclass(frozen=True, order=True)
 class GroupKey:
-    """The results that may share a table: same suite, table family, protocol, preset and schedule."""
+    """The results that may share a table: same suite, table family, protocol and configuration (every
+    setting but the seed: ``config_hash``; preset and schedule are part of it and named for readability).
+
+    ``differences`` are the settings that differ from the suite's defaults, as ``name=value`` texts (None:
+    the store did not record the settings); ``recipe_differences`` the names of those that change what is
+    computed (not in :data:`NEUTRAL_SETTINGS`). ``tag`` (the config hash) is appended to the slug when the
+    settings are not the defaults, or when the base slug alone would not be unique.
+    """
 
     suite: str
     family: str
     protocol: str
     preset: str
     schedule: str
+    config_hash: str = ""
+    differences: tuple[str, ...] | None = field(default=(), compare=False)
+    recipe_differences: tuple[str, ...] = field(default=(), compare=False)
+    tag: str = field(default="", compare=False)
 
     @property
     def slug(self) -> str:
-        """File-name stem, e.g. ``mini-decathlon_trainval-test_faithful-faithful``."""
+        """File-name stem, e.g. ``mini-decathlon_trainval-test_faithful-faithful`` (plus ``_<hash>`` for a
+        configuration other than the suite's defaults)."""
         where = self.suite if self.family == self.suite else f"{self.suite}-{self.family}"
-        return f"{where}_{self.protocol.replace('->', '-')}_{self.preset}-{self.schedule}"
+        base = f"{where}_{self.protocol.replace('->', '-')}_{self.preset}-{self.schedule}"
+        return f"{base}_{self.tag}" if self.tag else base
+
+    @property
+    def settings_text(self) -> str:
+        """The caption's sentence on the configuration."""
+        if self.differences is None:
+            return f"Settings: not recorded in the store (config {self.config_hash or 'unknown'})."
+        if not self.differences:
+            return "Settings: the suite's defaults."
+        return "Settings that differ from the suite's defaults: " + ", ".join(self.differences) + "."
 
     @property
     def is_real_decathlon(self) -> bool:
@@ -194,7 +230,7 @@ def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
 
 def _sort_key(key: GroupKey) -> tuple:
     return (_rank(key.suite, SUITES + ("all",)), _rank(key.family, FAMILIES), _rank(key.protocol, PROTOCOLS),
-            key.preset, key.schedule)
+            key.preset, key.schedule, bool(key.differences), key.config_hash)
 
 
 def with_family(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -209,13 +245,59 @@ def with_family(jobs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def suite_defaults(suite: str, family: str) -> dict[str, object]:
+    """The settings (:meth:`RunConfig.settings`) a job of `suite` and table `family` gets by default: the
+    RunConfig defaults with the suite's family overrides (decathlon.suites); plain defaults for a suite
+    or family the registry does not know."""
+    try:
+        overrides = dict(get_suite(suite).overrides(family))
+    except HarnessError:
+        overrides = {}
+    return RunConfig.from_dict(overrides).settings()
+
+
+def _setting_text(name: str, value: object) -> str:
+    return f"{name}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def settings_differences(suite: str, family: str, settings: object) -> tuple[tuple[str, ...] | None,
+                                                                            tuple[str, ...]]:
+    """(``name=value`` for every setting differing from :func:`suite_defaults`, the weights' paths
+    (:data:`PATH_SETTINGS`) excepted, and the names among them that change what is computed). `settings` is
+    the store's JSON text (or mapping); missing -> (None, ())."""
+    if isinstance(settings, str):
+        try:
+            settings = json.loads(settings)
+        except ValueError:
+            settings = None
+    if not isinstance(settings, Mapping):
+        return None, ()
+    defaults = suite_defaults(suite, family)
+    differing = sorted(k for k, v in settings.items()
+                       if k not in PATH_SETTINGS and (k not in defaults or defaults[k] != v))
+    return (tuple(_setting_text(k, settings[k]) for k in differing),
+            tuple(k for k in differing if k not in NEUTRAL_SETTINGS))
+
+
 def group_jobs(jobs: pd.DataFrame) -> list[tuple[GroupKey, pd.DataFrame]]:
-    """Split the jobs into table groups, in a stable order (suite, family, protocol, preset, schedule)."""
+    """Split the jobs into table groups, one per (suite, family, protocol, configuration), in a stable
+    order. Runs that differ in any setting but the seed never share a group."""
     jobs = with_family(jobs)
     if jobs.empty:
         return []
-    groups = [(GroupKey(*(str(v) for v in key)), rows)
-              for key, rows in jobs.groupby(list(GROUP_COLUMNS), sort=False)]
+    if "config_hash" not in jobs:
+        jobs["config_hash"] = ""
+    jobs["config_hash"] = jobs["config_hash"].fillna("").astype(str)
+    settings = jobs["settings"] if "settings" in jobs else pd.Series(None, index=jobs.index, dtype=object)
+    groups = []
+    for values, rows in jobs.groupby(list(GROUP_COLUMNS), sort=False):
+        key = GroupKey(*(str(v) for v in values))
+        differences, recipe = settings_differences(key.suite, key.family, settings[rows.index[0]])
+        groups.append((dataclasses.replace(key, differences=differences, recipe_differences=recipe), rows))
+    # the suite's default configuration keeps the plain name; any other gets its config hash appended
+    plain = Counter(key.slug for key, _ in groups if not key.differences)
+    groups = [(dataclasses.replace(key, tag=key.config_hash) if key.differences or plain[key.slug] > 1
+               else key, rows) for key, rows in groups]
     return sorted(groups, key=lambda g: _sort_key(g[0]))
 
 
@@ -265,14 +347,27 @@ def dedupe(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 
 def seed_stats(rows: pd.DataFrame, column: str = "top1") -> dict[tuple[str, str], Cell]:
-    """Mean ± sample std over seeds of `column` per (method, domain)."""
+    """Mean ± sample std over seeds of `column` per (method, domain). Missing values (an evaluation split
+    without labels) are no number: a (method, domain) with none left is an empty cell marked
+    :data:`UNLABELLED`, never 0."""
     out = {}
     for (method, domain), values in rows.groupby(["method", "domain"], sort=False)[column]:
-        values = values.astype(float)
+        values = pd.to_numeric(values, errors="coerce").dropna()
         n = len(values)
+        if not n:
+            out[(str(method), str(domain))] = Cell(mark=UNLABELLED)
+            continue
         std = float(values.std(ddof=1)) if n > 1 else None
         out[(str(method), str(domain))] = Cell(float(values.mean()), std, n)
     return out
+
+
+def unlabelled_note(cells: Iterable[Cell]) -> list[str]:
+    """The footnote of :data:`UNLABELLED` cells, when a table has any."""
+    if not any(c.mean is None and c.mark == UNLABELLED for c in cells):
+        return []
+    return [f"`{UNLABELLED}`: evaluated on a split without labels (e.g. only `<domain>_test_stripped.json`): "
+            "predictions and `results.json` are written, but there is no accuracy; left out of Mean and S."]
 
 
 def _mean_cell(values: Sequence[float | None], digits: int = 2, signed: bool = False) -> Cell:
@@ -296,8 +391,9 @@ class Baseline:
 def choose_baseline(key: GroupKey, stats: Mapping[tuple[str, str], Cell], domains: Sequence[str]) -> Baseline:
     """Published Fine-tuning on the real Decathlon; this run's own `finetune` per-domain means elsewhere."""
     if key.is_real_decathlon:
-        return Baseline(None, "the published Fine-tuning model (Rebuffi et al. 2017)")
-    own = {d: stats[(BASELINE_METHOD, d)].mean for d in domains if (BASELINE_METHOD, d) in stats}
+        return Baseline(None, BASELINE_DESCRIPTION)
+    own = {d: stats[(BASELINE_METHOD, d)].mean for d in domains
+           if (BASELINE_METHOD, d) in stats and stats[(BASELINE_METHOD, d)].mean is not None}
     if not own:
         return Baseline({}, f"none (no `{BASELINE_METHOD}` results in this run)", usable=False,
                         notes=(f"S is left blank: this run has no `{BASELINE_METHOD}` results to serve as "
@@ -356,9 +452,9 @@ def par_cell(rows: pd.DataFrame, domains: Sequence[str]) -> Cell:
 
 def _caption(key: GroupKey, baseline: Baseline, eval_split: str) -> str:
     return (f"Suite `{key.suite}`, protocol {key.protocol} (top-1 accuracy, %, on {eval_split}), "
-            f"preset {key.preset}, schedule {key.schedule}. Cells: mean ± sample std over seeds "
-            f"(std only with more than one seed). Mean: over the domains. S: Decathlon score against "
-            f"{baseline.description}. #par: parameters for all domains, in backbones.")
+            f"preset {key.preset}, schedule {key.schedule}. {key.settings_text} Cells: mean ± sample std "
+            f"over seeds (std only with more than one seed). Mean: over the domains. S: Decathlon score "
+            f"against {baseline.description}. #par: parameters for all domains, in backbones.")
 
 
 def results_table(key: GroupKey, rows: pd.DataFrame, *, registry: Sequence[str] | None = None) -> Table:
@@ -378,7 +474,7 @@ def results_table(key: GroupKey, rows: pd.DataFrame, *, registry: Sequence[str] 
         par = par_cell(rows[rows["method"] == method], domains)
         any_partial |= PARTIAL in (mean.mark + s.mark + par.mark)
         body.append((method, (*cells, mean, s, par)))
-    notes = list(baseline.notes)
+    notes = list(baseline.notes) + unlabelled_note(c for _, cells in body for c in cells)
     if any_partial:
         notes.append(f"`{PARTIAL}` marks values over the domains present only (S counts a missing domain "
                      "as 0 points).")
@@ -392,54 +488,90 @@ def results_table(key: GroupKey, rows: pd.DataFrame, *, registry: Sequence[str] 
     )
 
 
-def _published(key: GroupKey) -> Mapping[str, Mapping[str, float]]:
-    """Published top-1 (%) by method and domain for a real suite's family ({} for generated suites)."""
-    return accuracy_table(key.family) if key.is_real else {}
+def _published(key: GroupKey) -> Mapping[str, PublishedRow]:
+    """Published rows by method for a real suite's family ({} for generated suites)."""
+    return published_rows(key.family) if key.is_real else {}
+
+
+def comparability(key: GroupKey) -> str | None:
+    """Why a group's results may not be compared with the published rows (None: they may).
+
+    Every published row was made with protocol trainval->test and its paper's recipe; a group is compared
+    only under that protocol and with the harness's reference recipe (the suite's defaults, up to the
+    settings of :data:`NEUTRAL_SETTINGS`).
+    """
+    protocols = {row.protocol for row in _published(key).values()}
+    if key.protocol not in protocols:
+        return (f"no Δ: this run's protocol is {key.protocol} ({key.protocol.split('->')[1]} accuracy of "
+                f"models fit on {key.protocol.split('->')[0]}), the published rows are "
+                f"{' / '.join(sorted(protocols))}")
+    if key.differences is None:
+        return "no Δ: the store does not record this run's settings, so its recipe cannot be checked"
+    if key.recipe_differences:
+        return ("no Δ: this run differs from the reference recipe in "
+                + ", ".join(d for d in key.differences if d.split("=")[0] in key.recipe_differences))
+    return None
 
 
 def comparison_table(key: GroupKey, rows: pd.DataFrame, *,
                      registry: Sequence[str] | None = None) -> Table | None:
-    """This run beside the published numbers (real suites only): 3 rows per method, this run/published/Δ."""
+    """This run beside every published row of the suite's family (real suites only).
+
+    Per method of this run that has a published row: this run / published / Δ (Δ only when
+    :func:`comparability` allows it); every other published row: the published numbers alone.
+    """
     published = _published(key)
-    rows, _ = dedupe(rows)
-    methods = [m for m in method_order(rows["method"].unique(), registry) if m in published]
-    if not methods:
+    if not published:
         return None
+    rows, _ = dedupe(rows)
+    ran = set(rows["method"].unique())
+    methods = method_order([m for m in published if m in ran], registry)
+    methods += [m for m in published if m not in ran]
     domains = table_domains(key, rows["domain"].unique())
     stats = seed_stats(rows)
     baseline = choose_baseline(key, stats, domains)
+    reason = comparability(key)
     with_s = key.family == "decathlon"
-    body = []
+    body, rules = [], []
     for method in methods:
-        ours = [stats.get((method, d), EMPTY) for d in domains]
-        theirs = [Cell(published[method][d]) if d in published[method] else EMPTY for d in domains]
-        delta = [Cell(o.mean - t.mean, signed=True) if o.mean is not None and t.mean is not None else EMPTY
-                 for o, t in zip(ours, theirs, strict=True)]
-        ours_row = [*ours, _mean_cell([c.mean for c in ours])]
+        row = published[method]
+        theirs = [Cell(row.accuracy[d]) if d in row.accuracy else EMPTY for d in domains]
         theirs_row = [*theirs, _mean_cell([c.mean for c in theirs])]
+        if with_s:
+            theirs_row += [EMPTY if row.score is None else Cell(row.score, digits=0),
+                           EMPTY if row.par is None else Cell(row.par, digits=2)]
+        rules.append(len(body))
+        if method not in ran:
+            body.append((f"{method} (published)", tuple(theirs_row)))
+            continue
+        ours = [stats.get((method, d), EMPTY) for d in domains]
+        ours_row = [*ours, _mean_cell([c.mean for c in ours])]
+        comparable = reason is None
+        delta = [Cell(o.mean - t.mean, signed=True) if comparable and None not in (o.mean, t.mean) else EMPTY
+                 for o, t in zip(ours, theirs, strict=True)]
         delta_row = [*delta, _mean_cell([c.mean for c in delta], signed=True) if all(
             c.mean is not None for c in delta) else EMPTY]
         if with_s:
             accuracy = {d: c.mean for d, c in zip(domains, ours, strict=True) if c.mean is not None}
             s_ours = s_cell(accuracy, baseline)
-            s_pub = decathlon_score(method)
-            s_theirs = EMPTY if s_pub is None else Cell(float(s_pub), digits=0)
-            both = s_ours.mean is not None and s_theirs.mean is not None and not s_ours.mark
-            s_delta = Cell(s_ours.mean - s_theirs.mean, digits=0, signed=True) if both else EMPTY
-            ours_row.append(s_ours)
-            theirs_row.append(s_theirs)
-            delta_row.append(s_delta)
+            both = comparable and s_ours.mean is not None and row.score is not None and not s_ours.mark
+            ours_row += [s_ours, par_cell(rows[rows["method"] == method], domains)]
+            delta_row += [Cell(s_ours.mean - row.score, digits=0, signed=True) if both else EMPTY, EMPTY]
         body += [(f"{method} (this run)", tuple(ours_row)), (f"{method} (published)", tuple(theirs_row)),
                  (f"{method} (Δ)", tuple(delta_row))]
-    columns = (*(domain_label(d, key.suite) for d in domains), "Mean") + (("S",) if with_s else ())
+    columns = (*(domain_label(d, key.suite) for d in domains), "Mean") + (("S", "#par") if with_s else ())
+    why = (" Δ = this run - published." if reason is None else f" {reason[0].upper()}{reason[1:]}.")
+    notes = [f"`{PARTIAL}` marks values over the domains present only.",
+             "Published rows: " + "; ".join(f"{m}: {published[m].label}, {published[m].source}"
+                                            for m in methods) + "."]
+    notes += unlabelled_note(c for _, cells in body for c in cells)
     return Table(
         name=f"{key.slug}_vs_published", title=f"{FAMILY_TITLES[key.family]}: this run vs published",
         caption=(f"Suite `{key.suite}`, protocol {key.protocol}, preset {key.preset}, "
-                 f"schedule {key.schedule}. "
-                 "This run (mean over seeds), the published top-1 accuracy (%) and the difference "
-                 "Δ = this run - published."),
-        columns=columns, rows=tuple(body), rule_every=3,
-        notes=(f"`{PARTIAL}` marks values over the domains present only.",),
+                 f"schedule {key.schedule}. {key.settings_text} "
+                 "This run (mean over seeds) beside every published row (top-1 accuracy, %, on test; "
+                 f"published S and #par).{why}"),
+        columns=columns, rows=tuple(body), rules=tuple(rules[1:]), notes=tuple(notes),
     )
 
 
@@ -579,31 +711,49 @@ def read_submission(out_dir: Path, key: GroupKey, method: str, seed: int, rows: 
     return Submission(key, method, seed, predictions, labelled_dir, baseline, directory)
 
 
+BASELINE_FILE = "baseline.json"  # the S baseline's accuracies beside a submission (non-published baselines)
+
+
 def write_submission_files(sub: Submission) -> list[Path]:
-    """results.json + zip of one (method, seed), and its local score when labelled test files exist."""
+    """results.json + zip of one (method, seed); its S baseline as ``baseline.json`` when it is not the
+    published one; its local score when labelled test files exist (the same baseline as its table, so
+    ``python -m decathlon score ... --baseline baseline.json`` prints the same S)."""
     results = sub.directory / "results.json"
     written = list(write_submission(sub.predictions, results, zip_path=sub.directory / "results.zip"))
+    baseline = None if sub.baseline.accuracy is None else dict(sub.baseline.accuracy)
+    if baseline is not None and sub.baseline.usable:
+        written.append(atomic_write_json(sub.directory / BASELINE_FILE, baseline))
     if sub.labelled_dir is not None and sub.baseline.usable:
-        kwargs = {} if sub.baseline.accuracy is None else {"baseline": dict(sub.baseline.accuracy)}
-        score = score_submission(results, sub.labelled_dir, **kwargs)
+        score = score_submission(results, sub.labelled_dir, baseline=baseline)
+        score["baseline"] = sub.baseline.description
         written.append(atomic_write_json(sub.directory / "score.json", score))
-        markdown = score_markdown(sub.key, sub.method, sub.seed, score, sub.baseline)
+        markdown = score_markdown(sub, score)
         written.append(atomic_write_text(sub.directory / "score.md", markdown))
     return written
 
 
-def score_markdown(key: GroupKey, method: str, seed: int, score: Mapping, baseline: Baseline) -> str:
-    """The local score of a submission as a small Markdown table."""
-    lines = [f"### Local score of `{method}` seed {seed} ({key.suite}, {key.protocol})", "",
+def score_markdown(sub: Submission, score: Mapping) -> str:
+    """The local score of a submission as a small Markdown table, with its baseline and the command that
+    reproduces it."""
+    from decathlon.score import unpredicted_lines
+
+    command = (f"python -m decathlon score --submission results.json --annotations {sub.labelled_dir}"
+               + ("" if sub.baseline.accuracy is None else f" --baseline {BASELINE_FILE}"))
+    lines = [f"### Local score of `{sub.method}` seed {sub.seed} ({sub.key.suite}, {sub.key.protocol})", "",
              "Scored against the labelled `<domain>_test.json` files; "
-             f"S baseline: {baseline.description}.", "",
+             f"S baseline: {sub.baseline.description}. The same score on the command line (in this "
+             f"folder): `{command}`.", "",
              "| Domain | Accuracy (%) | Points |", "|---|---:|---:|"]
     for domain, entry in score["domains"].items():
-        label = domain_label(domain, key.suite)
-        lines.append(f"| {label} | {entry['accuracy']:.2f} | {entry['points']:.1f} |")
+        label = domain_label(domain, sub.key.suite)
+        accuracy = MISSING_MD if entry["accuracy"] is None else f"{entry['accuracy']:.2f}"
+        lines.append(f"| {label} | {accuracy} | {entry['points']:.1f} |")
     lines.append(f"| **S** | | **{score['score']:.1f}** |")
     if score.get("missing"):
         lines += ["", "Missing (0 points): " + ", ".join(score["missing"])]
+    unpredicted = unpredicted_lines(score)
+    if unpredicted:
+        lines += [""] + [f"- {line}" for line in unpredicted]
     return "\n".join(lines) + "\n"
 
 
@@ -692,3 +842,7 @@ def _remove_stale(reports: Path, written: Sequence[Path]) -> None:
         for path in (reports / folder).rglob("*"):
             if path.is_file() and path.suffix in REPORT_SUFFIXES and path.resolve() not in keep:
                 path.unlink()
+        # folders emptied by that (e.g. a submission group of another configuration), deepest first
+        for path in sorted((reports / folder).rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()

@@ -242,7 +242,10 @@ def generated_paths(data_dir: Path) -> tuple[Path, Path]:
 
 def _existing_dir(path: Path | None, flag: str, suite: str, expected: str) -> str:
     if path is None:
-        raise ConfigError(f"--suite {suite} needs {flag} ({expected})")
+        from decathlon.download import download_hint
+
+        raise ConfigError(f"--suite {suite} needs {flag} ({expected}); "
+                          + download_hint("extra" if flag == "--extra-root" else "decathlon"))
     if not path.is_dir():
         raise DataError(f"{flag} {path}: no such directory (expected {expected})")
     return str(path.resolve())
@@ -252,7 +255,9 @@ def _weights(path: Path | None, flag: str, suite: str, expected: str,
              methods: Sequence[Method]) -> str | None:
     if path is None:
         if any(m.pretrained for m in methods):
-            raise ConfigError(f"--suite {suite} needs {flag} ({expected}); only 'scratch' runs without it")
+            raise ConfigError(f"--suite {suite} needs {flag} ({expected}); only 'scratch' runs without it"
+                              + ("; get it with `python -m decathlon download weights --root DIR`"
+                                 if flag == "--pretrained" and suite == "decathlon" else ""))
         return None
     if not path.is_file():
         raise DataError(f"{flag} {path}: no such file (expected {expected})")

@@ -2,8 +2,12 @@
 
 S = sum over domains of alpha_d * max(0, Emax_d - E_d) ** 2, with E the top-1 test error as a fraction,
 Emax_d = 2 * E_d(baseline) and alpha_d = 1000 * Emax_d ** -2: a perfect domain gives 1000 points, a
-domain at the baseline 250. The default baseline is the published Fine-tuning model
-(:data:`decathlon.published.FINETUNE_BASELINE`); any other suite passes its own baseline accuracies.
+domain at the baseline 250.
+
+One rule for the baseline, in the reports and on the command line: the published Fine-tuning model
+(:data:`decathlon.published.FINETUNE_BASELINE`) on the real Decathlon; on any other data (the generated
+suite, a new backbone) the run's own standard fine-tuning, passed as `baseline` (the reports write it as
+``baseline.json`` beside each submission). Scoring generated test annotations without a baseline is refused.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Any
 
 from decathlon.errors import DataError, UnknownNameError
 from decathlon.io import atomic_write_bytes, atomic_write_text
-from decathlon.published import FINETUNE_BASELINE
+from decathlon.published import BASELINE_DESCRIPTION, FINETUNE_BASELINE
 
 ID_BASE = 10**7  # image_id = d * ID_BASE + 200001 + position; category_id = d * ID_BASE + k
 SUBMISSION_NAME = "results.json"  # the file name inside the uploaded zip
+GENERATOR = "decathlon.generate"  # the `info.contributor` of the generated suite's annotation files
 GAMMA = 2.0  # exponent of the S-score (the challenge uses 2 for every domain)
 POINTS_PER_DOMAIN = 1000.0  # points of an error-free domain
 
@@ -195,6 +200,7 @@ def _read_submission(path: Path) -> list:
 class _TestSet:
     labels: Mapping[int, int]  # image_id -> category_id
     category_ids: frozenset[int]
+    generated: bool  # written by decathlon.generate (not the real Decathlon)
 
 
 def _read_test_sets(directory: Path) -> dict[str, _TestSet]:
@@ -209,13 +215,15 @@ def _read_test_sets(directory: Path) -> dict[str, _TestSet]:
             labels = {int(a["image_id"]): int(a["category_id"]) for a in data["annotations"]}
             cats = frozenset(int(c["id"]) for c in data["categories"])
             images = {int(im["id"]) for im in data["images"]}
+            info = data.get("info")
+            generated = isinstance(info, dict) and info.get("contributor") == GENERATOR
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"cannot read test annotations {path}: {exc!r}; expected COCO-style JSON with "
                             "images, annotations and categories") from None
         if set(labels) != images:
             raise DataError(f"test annotations {path} label {len(labels)} of its {len(images)} images; "
                             "expected one label per image (a *_test_stripped.json cannot be scored)")
-        out[domain] = _TestSet(labels, cats)
+        out[domain] = _TestSet(labels, cats, generated)
     if not out:
         raise DataError(f"no <domain>_test.json in {directory}; expected the labelled test annotations")
     return out
@@ -225,10 +233,13 @@ def score_submission(submission_path: str | os.PathLike, annotations_dir: str | 
                      baseline: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Score a ``results.json`` (or its zip) against the ``<domain>_test.json`` files in `annotations_dir`.
 
-    Returns ``{"domains": {name: {"accuracy": %, "points": float}}, "score": S, "missing": [names]}``
-    over the baseline's domains (default: the published Fine-tuning). Test images without a prediction
-    count as errors; baseline domains without any prediction score 0 and are listed in ``missing``.
-    Predictions for domains outside the baseline are checked but not scored.
+    Returns ``{"domains": {name: {"accuracy": % or None, "points": float, "images": M, "unpredicted": N}},
+    "score": S, "missing": [names], "baseline": description}`` over the baseline's domains (default: the
+    published Fine-tuning, real Decathlon annotations only). Test images without a prediction count as
+    errors (``unpredicted`` of ``images``); baseline domains without any prediction score 0, have no
+    accuracy (None) and are listed in ``missing``. Predictions for domains outside the baseline are checked
+    but not scored. DataError for unreadable or inconsistent input, and for generated annotations scored
+    without a `baseline` (their S would be measured against the real Decathlon's Fine-tuning).
     """
     path, directory = Path(submission_path), Path(annotations_dir)
     entries = _read_submission(path)
@@ -254,12 +265,33 @@ def score_submission(submission_path: str | os.PathLike, annotations_dir: str | 
             raise DataError(f"category_id {category_id} of image {image_id} (entry #{i} of {path}) is not a "
                             f"category of {domain!r}; expected one of {domain}_test.json's category ids")
         correct[domain] += category_id == tests[domain].labels[image_id]
+    generated = sorted(d for d, t in tests.items() if t.generated)
+    if baseline is None and generated:
+        raise DataError(f"{directory}: the test annotations of {', '.join(generated)} were written by "
+                        f"{GENERATOR} (the generated suite); the published Fine-tuning baseline applies "
+                        "to the real Decathlon only: pass --baseline, a JSON object {domain: accuracy %} of "
+                        "this run's own finetune (the reports write it as baseline.json beside each "
+                        "submission)")
     present = {owner[i] for i in predicted}
     accuracy = {d: 100.0 * correct[d] / len(tests[d].labels) for d in present}
+    counted = {d: 0 for d in tests}
+    for image_id in predicted:
+        counted[owner[image_id]] += 1
+    description = BASELINE_DESCRIPTION if baseline is None else "the given baseline accuracies"
     baseline = FINETUNE_BASELINE if baseline is None else baseline
     result = s_score({d: a for d, a in accuracy.items() if d in baseline}, baseline)
+    images = {d: len(tests[d].labels) if d in tests else 0 for d in result.points}
     return {
-        "domains": {d: {"accuracy": accuracy.get(d, 0.0), "points": p} for d, p in result.points.items()},
+        "domains": {d: {"accuracy": accuracy.get(d), "points": p, "images": images[d],
+                        "unpredicted": images[d] - counted.get(d, 0)} for d, p in result.points.items()},
         "score": result.total,
         "missing": list(result.missing),
+        "baseline": description,
     }
+
+
+def unpredicted_lines(result: Mapping[str, Any]) -> list[str]:
+    """"<domain>: N of M test images have no prediction (counted wrong)" for every scored domain with
+    predictions missing for some of its images (a :func:`score_submission` result)."""
+    return [f"{d}: {e['unpredicted']} of {e['images']} test images have no prediction (counted wrong)"
+            for d, e in result["domains"].items() if d not in result["missing"] and e.get("unpredicted")]

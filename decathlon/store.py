@@ -6,7 +6,9 @@ never have to coordinate writes to a shared file). :func:`build_store` scans ``<
 ``<out>/store.csv`` and ``<out>/policy.csv``:
 
 - ``jobs``: one row per finished job, every ``result.json`` key plus ``job_id`` (the run dir relative to
-  ``<out>/runs``) and ``run_dir`` (absolute path);
+  ``<out>/runs``) and ``run_dir`` (absolute path); ``top1`` is empty (NaN) for a job evaluated on a split
+  without labels; ``settings`` (the run's settings, :meth:`decathlon.config.RunConfig.settings`) is a
+  JSON object in text form;
 - ``policy``: long format, one row per recorded routing statistic: ``job_id, method, domain, seed, kind,
   class_index, index, value`` with kind ``block`` (fraction of images on the fine-tuned path per block),
   ``histogram`` (fraction of images with `index` fine-tuned blocks) or ``class_block`` (the per-block
@@ -35,7 +37,7 @@ POLICY_FILE = "policy.csv"
 RESULT_COLUMNS = (
     "suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split", "config_hash",
     "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s", "images_per_s", "epochs",
-    "code_version",
+    "code_version", "settings",
 )
 JOB_COLUMNS = RESULT_COLUMNS + ("job_id", "run_dir")
 POLICY_COLUMNS = ("job_id", "method", "domain", "seed", "kind", "class_index", "index", "value")
@@ -85,7 +87,10 @@ def scan_runs(out_dir: str | Path) -> Store:
         result = _read_json(result_path)
         if not isinstance(result, Mapping):
             raise DataError(f"{result_path}: expected a JSON object, got {type(result).__name__}")
-        job_rows.append(dict(result, job_id=job_id, run_dir=str(run_dir.resolve())))
+        row = dict(result, job_id=job_id, run_dir=str(run_dir.resolve()))
+        if isinstance(row.get("settings"), Mapping):
+            row["settings"] = json.dumps(row["settings"], sort_keys=True)
+        job_rows.append(row)
         policy_path = run_dir / "policy.json"
         if policy_path.is_file():
             policy_rows += _policy_rows(job_id, result, _read_json(policy_path), policy_path)
@@ -117,7 +122,7 @@ def load_store(out_dir: str | Path) -> Store:
         return build_store(out_dir)
     try:
         # job ids and hashes are strings even when they look like numbers
-        text_columns = {"config_hash": str, "job_id": str, "code_version": str}
+        text_columns = {"config_hash": str, "job_id": str, "code_version": str, "settings": str}
         jobs = pd.read_csv(out_dir / STORE_FILE, dtype=text_columns)
         policy = pd.read_csv(out_dir / POLICY_FILE, dtype={"job_id": str})
     except (OSError, ValueError, pd.errors.ParserError) as e:

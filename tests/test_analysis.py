@@ -117,17 +117,17 @@ def _labels(per_class, seed=0):
 
 def test_sweep_subsets_are_class_balanced_nested_and_seeded():
     labels = _labels([30] * 5)
-    subsets = {n: sweep.sweep_subset(labels, n, seed=0) for n in (1, 10, 25)}
+    subsets = {n: sweep.sweep_subset(labels, n, seed=0, domain="aircraft") for n in (1, 10, 25)}
     for n, subset in subsets.items():
         counts = np.bincount([labels[i] for i in subset], minlength=5)
         assert (counts == n).all()  # exactly n images of every class
     assert set(subsets[1]) <= set(subsets[10]) <= set(subsets[25])  # nested for one seed
-    assert sweep.sweep_subset(labels, 10, seed=0) == subsets[10]  # deterministic
-    assert sweep.sweep_subset(labels, 10, seed=1) != subsets[10]  # seeded
-    assert sweep.sweep_subset(labels, None, seed=0) == list(range(len(labels)))
+    assert sweep.sweep_subset(labels, 10, seed=0, domain="aircraft") == subsets[10]  # deterministic
+    assert sweep.sweep_subset(labels, 10, seed=1, domain="aircraft") != subsets[10]  # seeded
+    assert sweep.sweep_subset(labels, None, seed=0, domain="aircraft") == list(range(len(labels)))
     # a class with fewer images than asked gives all of them; the total stays images x classes
     short = _labels([3, 30, 30])
-    counts = np.bincount([short[i] for i in sweep.sweep_subset(short, 10, seed=0)])
+    counts = np.bincount([short[i] for i in sweep.sweep_subset(short, 10, seed=0, domain="aircraft")])
     assert counts[0] == 3 and counts.sum() == 30
 
 

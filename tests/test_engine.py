@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections import Counter
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from decathlon.config import RunConfig
 from decathlon.data import build_dataset
-from decathlon.engine import CHECKPOINT, balanced_subset, run
+from decathlon.engine import CHECKPOINT, STREAMS, balanced_subset, derive_seed, job_seed, run
 from decathlon.errors import CheckpointError, ConfigError
 from decathlon.methods import all_methods
 from decathlon.schedules import build_scheduler, lr_factor
@@ -77,6 +78,47 @@ def test_trainval_test_protocol_evaluates_on_test(mini_suite, tmp_path):
     ids = json.loads((tmp_path / "predictions.json").read_text())["image_ids"]
     # Decathlon ids: d * 10^7 + 200001 + position over train, val, test (aircraft d = 1; 160 + 80 before test)
     assert ids[0] == 1 * 10**7 + 200001 + 240 and len(ids) == 80
+
+
+def test_unlabelled_test_split_has_no_accuracy(mini_suite, tmp_path):
+    # the challenge's *_test_stripped.json only (no labelled <domain>_test.json): no accuracy (null, not
+    # 0 %), but the predictions a submission needs are still written
+    root = tmp_path / "decathlon-1.0"
+    shutil.copytree(mini_suite.decathlon_root, root)
+    (root / "annotations" / "aircraft_test.json").unlink()
+    config = _config(mini_suite, "finetune", protocol="trainval->test", data_root=str(root))
+    result = run(config, tmp_path / "r")
+    assert result["top1"] is None and result["loss"] is None
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["top1"] is None
+    predictions = json.loads((tmp_path / "r" / "predictions.json").read_text())
+    assert len(predictions["image_ids"]) == 80 == len(predictions["predicted"])
+    assert set(predictions["labels"]) == {-1}
+
+
+def test_random_streams_derive_from_seed_method_domain_and_purpose():
+    base = {s: derive_seed(0, s, method="random-policy", domain="aircraft") for s in STREAMS}
+    assert len(set(base.values())) == len(STREAMS)  # purposes differ
+    for stream in STREAMS:
+        other_domain = derive_seed(0, stream, method="random-policy", domain="dtd")
+        other_seed = derive_seed(1, stream, method="random-policy", domain="aircraft")
+        assert other_domain != base[stream] and other_seed != base[stream]
+    # model streams also depend on the method; the data streams are shared by every method (paired runs)
+    for stream in STREAMS:
+        same = derive_seed(0, stream, method="finetune", domain="aircraft") == base[stream]
+        assert same == (stream in ("data", "subset")), stream
+    with pytest.raises(ValueError, match="unknown random stream"):
+        derive_seed(0, "rounting", method="spottune", domain="dtd")
+    config = RunConfig(method="random-policy", domain="dtd", seed=3)
+    assert job_seed(config, "routing") == derive_seed(3, "routing", method="random-policy", domain="dtd")
+
+
+def test_random_policy_routes_two_domains_differently(mini_suite, tmp_path):
+    # the routing of random-policy comes from the job's own stream: two domains, two routings
+    policies = {}
+    for domain in ("aircraft", "dtd"):
+        run(_config(mini_suite, "random-policy", domain=domain), tmp_path / domain)
+        policies[domain] = json.loads((tmp_path / domain / "policy.json").read_text())["block_fraction"]
+    assert policies["aircraft"] != policies["dtd"]
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +211,7 @@ def test_missing_data_root_is_a_config_error(mini_suite, tmp_path):
 
 def test_balanced_subset():
     labels = [c for c in range(5) for _ in range(10 + c)]  # unbalanced: 10..14 images per class
-    subset = balanced_subset(labels, 23, seed=0)
+    subset = balanced_subset(labels, 23, seed=0)  # the seed of the draw itself (a job's subset stream)
     counts = Counter(labels[i] for i in subset)
     assert len(subset) == 23 == len(set(subset)) and max(counts.values()) - min(counts.values()) <= 1
     assert subset == sorted(subset) == balanced_subset(labels, 23, seed=0)

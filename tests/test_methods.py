@@ -151,23 +151,33 @@ def test_spottune_frozen_bn_keeps_pretrained_block_bn(batch):
     assert all(torch.equal(p, params[n]) for n, p in model.blocks.named_parameters())
 
 
-def test_l2sp_penalty_on_known_weights(batch):
+@pytest.mark.parametrize("scope", ["weights", "all"])
+def test_l2sp_penalty_on_known_weights(batch, scope):
+    # "weights" (the default, as the L2-SP reference code): only kernels toward their pretrained values and
+    # the classifier's weight; BN scale/shift and biases unregularised. "all": every parameter.
     _, _, spec = batch
-    _, _, model = _build("l2-sp", spec)
+    _, _, model = _build("l2-sp", spec, _config("l2-sp", l2sp_scope=scope))
     alpha, beta = 0.1, 0.01
-    assert l2sp_penalty(model, alpha, beta).item() == pytest.approx(
-        0.5 * beta * sum(p.pow(2).sum().item() for p in model.classifier.parameters()), rel=1e-6)
+    with torch.no_grad():
+        model.classifier.weight.fill_(2.0)
+        model.classifier.bias.fill_(-1.0)
+    n_weight, n_bias = model.classifier.weight.numel(), model.classifier.bias.numel()
+    new = 4.0 * n_weight + (1.0 * n_bias if scope == "all" else 0.0)
+    assert l2sp_penalty(model, alpha, beta, scope).item() == pytest.approx(0.5 * beta * new, rel=1e-6)
     shared = 0
     with torch.no_grad():
         for n, p in model.named_parameters():
-            if not n.startswith("classifier."):
-                p.add_(0.5)  # every shared weight 0.5 away from its pretrained value
-                shared += p.numel()
-        model.classifier.weight.fill_(2.0)
-        model.classifier.bias.fill_(-1.0)
-    n_new = model.classifier.weight.numel(), model.classifier.bias.numel()
-    expected = 0.5 * alpha * 0.25 * shared + 0.5 * beta * (4.0 * n_new[0] + 1.0 * n_new[1])
-    assert l2sp_penalty(model, alpha, beta).item() == pytest.approx(expected, rel=1e-5)
+            if not n.startswith("classifier.") and not n.startswith("l2sp_reference"):
+                p.add_(0.5)  # every shared parameter 0.5 away from its pretrained value
+                shared += p.numel() if scope == "all" or p.dim() > 1 else 0
+    everything = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("classifier."))
+    assert 0 < shared < everything if scope == "weights" else shared == everything  # BN params exist
+    expected = 0.5 * alpha * 0.25 * shared + 0.5 * beta * new
+    assert l2sp_penalty(model, alpha, beta, scope).item() == pytest.approx(expected, rel=1e-5)
+    # the method's own loss uses the configured scope
+    method = get_method("l2-sp")
+    assert method.extra_loss(model, None, _config("l2-sp", l2sp_scope=scope)).item() == pytest.approx(
+        expected, rel=1e-5)
 
 
 def test_l2sp_has_no_plain_weight_decay(batch):

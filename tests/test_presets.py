@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from decathlon.config import PRESETS as CONFIG_PRESETS
-from decathlon.domains import CENTER, CROP, IMAGENET, RESIZE, get_domain, suite_domains
+from decathlon.domains import CENTER, CROP, IMAGENET, RESIZE, SOURCE, get_domain, suite_domains
 from decathlon.errors import UnknownNameError
 from decathlon.presets import PRESETS, Geometry, crop_size, get_preset
 
@@ -54,11 +54,20 @@ def test_faithful_imagenet_training_is_random_resized_crop_with_flip():
     ("aircraft", True, Geometry(72, 64, random_crop=True, flip=True)),
     ("aircraft", False, Geometry(72, 64)),  # tested at the training crop size
     ("gtsrb", True, Geometry(72, 72, flip=False)),  # spec.flip is False: signs change meaning
-    ("daimlerpedcls", True, Geometry(72, None, flip=True)),
-    ("daimlerpedcls", False, Geometry(72, None)),
+    # Daimler as the residual-adapters loader treats it: RandomCrop(64) + flip, tested at CenterCrop(64)
+    ("daimlerpedcls", True, Geometry(72, 64, random_crop=True, flip=True)),
+    ("daimlerpedcls", False, Geometry(72, 64)),
+    # the source domain is evaluated as the published ImNet entries were (residual adapters: 64 px centre)
+    ("imagenet12", False, Geometry(72, 64)),
 ])
 def test_adapters_geometry_adds_label_preserving_flips_and_tests_at_64(domain, train, expected):
     assert get_preset("adapters").geometry(get_domain(domain), train) == expected
+
+
+def test_faithful_evaluates_the_source_domain_at_the_published_64_px_centre():
+    # the ImNet column is the pretrained network's accuracy as residual adapters measured it (CenterCrop 64)
+    assert get_preset("faithful").geometry(get_domain("imagenet12"), False) == Geometry(72, 64)
+    assert get_preset("faithful").geometry(get_domain("aircraft"), False) == Geometry(72, 72)
 
 
 def test_crop_scales_with_stored_image_size():
@@ -161,4 +170,4 @@ def test_unknown_geometry_family_fails_with_the_known_ones():
     spec = dataclasses.replace(get_domain("dtd"), geometry="fisheye")
     with pytest.raises(UnknownNameError, match="fisheye"):
         get_preset("faithful").geometry(spec, True)
-    assert set(get_preset("faithful").rules) == {CROP, CENTER, RESIZE, IMAGENET}
+    assert set(get_preset("faithful").rules) == {CROP, CENTER, RESIZE, IMAGENET, SOURCE}

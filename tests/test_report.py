@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -20,14 +21,17 @@ from decathlon.report import (
     Cell,
     GroupKey,
     build_tables,
+    domain_family,
     domain_label,
     latex_escape,
     render_all,
     results_table,
+    suite_defaults,
     to_csv,
     to_latex,
     to_markdown,
 )
+from decathlon.score import s_score
 from decathlon.store import Store, build_store, load_store
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -40,16 +44,21 @@ BLOCKS = 12  # routable blocks of ResNet-26
 # ------------------------------------------------------------------------------------------ fake stores
 
 
-def job_row(suite: str, method: str, domain: str, seed: int, top1: float, *, protocol: str = "trainval->test",
-            preset: str = "faithful", schedule: str = "faithful", trainable: float = 1.0) -> dict:
-    """One row of the store's jobs table (columns as decathlon.store writes them)."""
+def job_row(suite: str, method: str, domain: str, seed: int, top1: float | None, *,
+            protocol: str = "trainval->test", trainable: float = 1.0, **settings) -> dict:
+    """One row of the store's jobs table (columns as decathlon.store writes them); the run's settings are
+    the suite's defaults updated with `settings`."""
+    recorded = suite_defaults(suite, domain_family(domain)) | settings
+    preset, schedule = recorded["preset"], recorded["schedule"]
+    config_hash = hashlib.sha1(json.dumps(recorded, sort_keys=True).encode()).hexdigest()[:10]
     slug = protocol.replace("->", "-")
-    job_id = f"{suite}/{method}/{domain}/s{seed}/{slug}/h0"
+    job_id = f"{suite}/{method}/{domain}/s{seed}/{slug}/{config_hash}"
     return {"suite": suite, "method": method, "domain": domain, "seed": seed, "protocol": protocol,
             "preset": preset, "schedule": schedule, "eval_split": protocol.split("->")[1],
-            "config_hash": "h0", "top1": top1, "loss": 1.0, "params_total": 2000,
+            "config_hash": config_hash, "top1": top1, "loss": 1.0, "params_total": 2000,
             "params_trainable": int(1000 * trainable), "par": 2.0, "wall_time_s": 1.0, "images_per_s": 10.0,
-            "epochs": 1, "code_version": "test", "job_id": job_id, "run_dir": f"/nonexistent/{job_id}"}
+            "epochs": 1, "code_version": "test", "settings": json.dumps(recorded, sort_keys=True),
+            "job_id": job_id, "run_dir": f"/nonexistent/{job_id}"}
 
 
 def golden_jobs() -> pd.DataFrame:
@@ -135,7 +144,7 @@ def test_own_finetune_baseline_on_other_suites():
                          for s in (0, 1)]
                         + [job_row("extra", "spottune", d, 0, 80.0) for d in EXTRA_COLUMNS])
     table, comparison = build_tables(jobs, registry=REGISTRY)  # the real extra suite: own baseline
-    assert comparison.name == "extra_trainval-test_faithful-faithful_vs_published"
+    assert comparison.name == "extra_trainval-test_faithful-multistep_vs_published"
     assert "S" not in comparison.columns  # the paper gives no S for the extra datasets
     published_ft = dict(comparison.rows)["finetune (published)"]
     assert published_ft[0].text() == "81.86" and dict(comparison.rows)["finetune (Δ)"][0].text() == "-31.36"
@@ -172,21 +181,91 @@ def test_missing_finetune_leaves_s_blank_with_note():
 
 
 def test_protocols_presets_and_families_are_never_mixed():
+    suite = "unregistered-suite"  # an unknown suite: columns are the domains present
+    adapters = job_row(suite, "finetune", "svhn", 1, 20.0, protocol="trainval->test", preset="adapters")
     jobs = pd.DataFrame(
-        [job_row("mini", "finetune", "svhn", 0, 90.0, protocol="train->val"),
-         job_row("mini", "finetune", "svhn", 0, 10.0, protocol="trainval->test"),
-         job_row("mini", "finetune", "svhn", 1, 20.0, protocol="trainval->test", preset="adapters"),
-         job_row("mini", "finetune", "cubs", 0, 30.0, protocol="trainval->test")])
-    jobs["suite"] = "unregistered-suite"  # an unknown suite: columns are the domains present
+        [job_row(suite, "finetune", "svhn", 0, 90.0, protocol="train->val"),
+         job_row(suite, "finetune", "svhn", 0, 10.0, protocol="trainval->test"), adapters,
+         job_row(suite, "finetune", "cubs", 0, 30.0, protocol="trainval->test")])
     tables = build_tables(jobs, registry=REGISTRY)
     names = [t.name for t in tables]
     assert names == ["unregistered-suite-decathlon_train-val_faithful-faithful",
-                     "unregistered-suite-decathlon_trainval-test_adapters-faithful",
+                     f"unregistered-suite-decathlon_trainval-test_adapters-faithful_{adapters['config_hash']}",
                      "unregistered-suite-decathlon_trainval-test_faithful-faithful",
                      "unregistered-suite-extra_trainval-test_faithful-faithful"]
     values = [dict(t.rows)["finetune"][0].text() for t in tables]
     assert values == ["90.00", "20.00", "10.00", "30.00"]
     assert "protocol train->val" in tables[0].caption and "preset adapters" in tables[1].caption
+
+
+def test_every_setting_but_the_seed_separates_tables_and_is_named():
+    # two runs of one method with different epochs (or AMP) are two configurations: two tables, never
+    # one row with "the last kept"; each caption names the settings that differ from the suite's defaults
+    # (where the pretrained weights live is not a setting: the default group keeps the plain name)
+    jobs = pd.DataFrame([job_row("mini", "finetune", "svhn", s, 40.0 + s, pretrained="/runs/backbone.pt")
+                         for s in (0, 1)]
+                        + [job_row("mini", "finetune", "svhn", 0, 70.0, epochs=5)]
+                        + [job_row("mini", "finetune", "svhn", 0, 75.0, epochs=5, amp=True)])
+    tables = build_tables(jobs, registry=REGISTRY)
+    assert len(tables) == 3 and len({t.name for t in tables}) == 3
+    assert "mini-decathlon_trainval-test_faithful-faithful" in {t.name for t in tables}
+    by_caption = {t.caption: dict(t.rows)["finetune"][t.columns.index("SVHN")].text() for t in tables}
+    default = next(c for c in by_caption if "Settings: the suite's defaults." in c)
+    assert by_caption[default] == "40.50 ± 0.71"  # the two seeds of the default configuration only
+    epochs = next(c for c in by_caption if "differ from the suite's defaults: epochs=5." in c)
+    assert by_caption[epochs] == "70.00"
+    both = next(c for c in by_caption if "amp=true, epochs=5" in c)
+    assert by_caption[both] == "75.00"
+    assert not any("duplicate" in n for t in tables for n in t.notes)
+
+
+def test_unlabelled_test_split_is_missing_not_zero():
+    # only <domain>_test_stripped.json: top1 is missing (NaN in the store), never 0 %
+    jobs = pd.DataFrame([job_row("decathlon", "finetune", d, 0, acc) for d, acc in PUBLISHED_FT.items()]
+                        + [job_row("decathlon", "spottune", d, 0, None if d == "dtd" else acc + 1)
+                           for d, acc in PUBLISHED_FT.items()])
+    jobs["top1"] = jobs["top1"].astype(float)
+    table = build_tables(jobs, registry=REGISTRY)[0]
+    rows, columns = dict(table.rows), list(table.columns)
+    dtd = rows["spottune"][columns.index("DTD")]
+    assert dtd.mean is None and dtd.text() == "–†"
+    mean = rows["spottune"][columns.index("Mean")]
+    assert mean.mark == "*" and mean.mean == pytest.approx(
+        sum(a + 1 for d, a in PUBLISHED_FT.items() if d != "dtd") / 9)
+    s = rows["spottune"][columns.index("S")]
+    # dtd is left out of S (0 points, partial), not scored as 0 % accuracy (which also gives 0 points,
+    # but silently): the total is that of the nine labelled domains
+    nine = {d: a + 1 for d, a in PUBLISHED_FT.items() if d != "dtd"}
+    assert s.mark == "*" and s.mean == pytest.approx(s_score(nine).total)
+    assert any(n.startswith("`†`: evaluated on a split without labels") for n in table.notes)
+    line = next(x for x in to_markdown(table).splitlines() if x.startswith("| spottune |"))
+    assert line.split("|")[2 + columns.index("DTD")].strip() == "–†"
+
+
+def test_published_comparison_only_for_the_same_protocol_and_recipe():
+    def comparison(**kw):
+        jobs = pd.DataFrame([job_row("decathlon", "spottune", d, 0, acc, **kw)
+                             for d, acc in PUBLISHED_FT.items()])
+        return build_tables(jobs, registry=REGISTRY)[1]
+
+    def delta(table):
+        return dict(table.rows)["spottune (Δ)"][table.columns.index("Airc.")]
+
+    same = comparison()
+    assert delta(same).mean == pytest.approx(60.34 - 63.91) and "Δ = this run - published" in same.caption
+    val = comparison(protocol="train->val")
+    assert delta(val).mean is None and "No Δ: this run's protocol is train->val" in val.caption
+    longer = comparison(epochs=5)
+    assert delta(longer).mean is None and "reference recipe in epochs=5" in longer.caption
+    # a setting that changes nothing computed (data loading) keeps the comparison
+    assert delta(comparison(num_workers=0)).mean is not None
+    # every published row of the family is shown, those not run as published numbers only
+    labels = [label for label, _ in same.rows]
+    assert {"piggyback (published)", "parallel-adapters (published)", "lwf (published)",
+            "scratch (published)"} <= set(labels)
+    assert "piggyback (this run)" not in labels and len(labels) == 3 + 14
+    par = dict(same.rows)["piggyback (published)"][same.columns.index("#par")]
+    assert par.text() == "1.28"
 
 
 def test_latex_is_escaped_booktabs():
@@ -312,6 +391,9 @@ def test_render_all_writes_every_format_and_removes_stale_files(tmp_path):
     stale = tmp_path / "reports" / "tables" / "old_table.md"
     stale.parent.mkdir(parents=True)
     stale.write_text("from an earlier store")
+    stale_submission = tmp_path / "reports" / "submissions" / "old_group" / "finetune_s0" / "results.json"
+    stale_submission.parent.mkdir(parents=True)
+    stale_submission.write_text("[]")
     keep = tmp_path / "reports" / "notes.txt"  # not a report file: left alone
     keep.write_text("mine")
     other = tmp_path / "reports" / "analysis" / "sweep.csv"  # another tool's folder: left alone
@@ -328,6 +410,7 @@ def test_render_all_writes_every_format_and_removes_stale_files(tmp_path):
     assert paths[-1] == tmp_path / "reports" / "README.md"
     assert "| finetune |" in paths[-1].read_text()
     assert not stale.exists() and keep.read_text() == "mine" and other.read_text() == "a,b\n"
+    assert not (tmp_path / "reports" / "submissions" / "old_group").exists()  # no empty folders left
     assert not list((tmp_path / "reports").rglob("*.tmp"))
 
 

@@ -230,7 +230,7 @@ def sample_images(config: RunConfig, spec: DomainSpec, count: int, seed: int) ->
     """A class-balanced, seeded sample of `count` training images (protocol's training split) of `spec`,
     through the preset's deterministic test transform (what the network sees at evaluation)."""
     from decathlon.data import build_dataset, load_mean_std
-    from decathlon.engine import balanced_subset
+    from decathlon.engine import SHARED_METHOD, balanced_subset, derive_seed
     from decathlon.presets import get_preset
 
     if config.data_root is None:
@@ -238,7 +238,8 @@ def sample_images(config: RunConfig, spec: DomainSpec, count: int, seed: int) ->
     mean, std = load_mean_std(config.data_root, spec)
     dataset = build_dataset(spec, config.data_root, config.train_split,
                             get_preset(config.preset).test_transform(spec, mean, std))
-    return [dataset[i][0] for i in balanced_subset(dataset.labels, count, seed)]
+    stream = derive_seed(seed, "subset", method=SHARED_METHOD, domain=spec.name)
+    return [dataset[i][0] for i in balanced_subset(dataset.labels, count, stream)]
 
 
 def extract_features(backbone: torch.nn.Module, images: Sequence[torch.Tensor],

@@ -32,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from decathlon.config import RunConfig
-from decathlon.engine import RESULT, balanced_subset
+from decathlon.engine import RESULT, SHARED_METHOD, balanced_subset, derive_seed
 from decathlon.errors import ConfigError
 from decathlon.jobs import Job
 
@@ -61,14 +61,16 @@ def size_label(images_per_class: int | None) -> str:
     return ALL if images_per_class is None else str(images_per_class)
 
 
-def sweep_subset(labels: Sequence[int], images_per_class: int | None, seed: int) -> list[int]:
-    """Indices of the training subset of a sweep point: exactly the engine's subset for this size."""
+def sweep_subset(labels: Sequence[int], images_per_class: int | None, seed: int, domain: str) -> list[int]:
+    """Indices of the training subset of a sweep point: exactly the engine's subset for this size (the
+    ``subset`` stream of (`seed`, `domain`), shared by every method)."""
     if images_per_class is None:
         return list(range(len(labels)))
     if images_per_class < 1:
         raise ConfigError(f"images per class must be >= 1 (or None = all), got {images_per_class}")
     classes = len(set(int(x) for x in labels))
-    return balanced_subset(labels, images_per_class * classes, seed)
+    return balanced_subset(labels, images_per_class * classes,
+                           derive_seed(seed, "subset", method=SHARED_METHOD, domain=domain))
 
 
 def effective_size(labels: Sequence[int], images_per_class: int | None) -> int | None:
@@ -116,7 +118,7 @@ def plan_sweep(base_configs: Mapping[str, RunConfig], labels: Mapping[str, Seque
                 continue
             seen.add(size)
             for seed in seeds:
-                subset = sweep_subset(domain_labels, size, seed)
+                subset = sweep_subset(domain_labels, size, seed, domain)
                 counts = Counter(domain_labels[i] for i in subset)
                 for variant in variants:
                     method = variant_info(variant)[0]
@@ -138,7 +140,8 @@ def sweep_results(points: Sequence[SweepPoint], sweep_dir: str | Path) -> pd.Dat
         top1 = None
         state = "missing"
         if result_path.is_file():
-            top1 = float(json.loads(result_path.read_text())["top1"])
+            value = json.loads(result_path.read_text())["top1"]
+            top1 = None if value is None else float(value)  # None: an unlabelled evaluation split
             state = "finished"
         elif (run_dir / "error.json").is_file():
             state = "failed"
