@@ -52,6 +52,10 @@ class FineTuneResNet101(FineTune):
     summary = "standard fine-tuning of the deeper backbone (ResNet-101 for ResNet-50; 2x-deep ResNet-26)"
     settings = ("extra",)
 
+    def weights_flag(self, config) -> str:
+        """``--pretrained-deep`` in the ResNet-50 setting: the ResNet-101 weights (``pretrained_deep``)."""
+        return "--pretrained-deep" if config.backbone in DEEPER else "--pretrained"
+
     def create_backbone(self, config, num_classes: int) -> nn.Module:
         """The deeper backbone of the setting's ``config.backbone`` (called by the engine)."""
         from spottune.backbones import ResNet26, create_backbone, load_weights_file
@@ -87,6 +91,7 @@ def deepen_resnet26(base: nn.Module, layers: tuple[int, ...]) -> nn.Module:
     deep.stem.load_state_dict(base.stem.state_dict())
     deep.head.load_state_dict(base.head.state_dict())
     deep.classifier.load_state_dict(base.classifier.state_dict())
+    deep.weights_source = base.weights_source
     start_base = start_deep = 0
     for count_base, count_deep in zip(base.layers, layers, strict=True):
         for position in range(count_deep):

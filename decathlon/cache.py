@@ -48,13 +48,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from decathlon.data import display_path, end_workers, image_size, load_image, path_text, size_mismatch
 from decathlon.errors import ConfigError, DataError
 
 CACHE_ENV = "SPOTTUNE_CACHE"  # environment variable overriding the default cache folder
 FORMAT_VERSION = 2  # bump when the on-disk layout changes: older caches are then rebuilt
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError)
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -155,34 +154,24 @@ def fingerprint(paths: Sequence[Path], labels: Sequence[int], sources: Sequence[
 
     Content = the bytes of each source (annotation) file, the labels, and every image's size and mtime.
     """
-    listing = "\n".join(str(p) for p in paths).encode()
+    listing = b"\n".join(os.fsencode(p) for p in paths)  # paths are bytes to the OS: any name hashes
     slot = _sha(f"v{FORMAT_VERSION} resize={resize}".encode(), listing)
     stats = []
     for p in paths:
         try:
             st = os.stat(p)
         except OSError as e:
-            raise DataError(f"image file {p} is missing or unreadable ({e.strerror})") from None
+            raise DataError(f"image file {display_path(p)} is missing or unreadable ({e.strerror})") from None
         stats.append((st.st_size, st.st_mtime_ns))
     source_bytes = []
     for s in sources:
         try:
             source_bytes.append(Path(s).read_bytes())
         except OSError as e:
-            raise DataError(f"annotation file {s} is unreadable ({e.strerror})") from None
+            raise DataError(f"annotation file {display_path(s)} is unreadable ({e.strerror})") from None
     content = _sha(slot.encode(), np.asarray(labels, dtype=np.int64).tobytes(),
                    np.asarray(stats, dtype=np.int64).tobytes(), *source_bytes)
     return slot, content
-
-
-def _header_size(path: Path) -> tuple[int, int]:
-    """(height, width) from the image header, without decoding the pixels."""
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except _DECODE_ERRORS as e:
-        raise DataError(f"cannot read image {path}: {e}; expected a readable image file") from None
-    return h, w
 
 
 def decode_image(path: Path, resize: int | tuple[int, int] | None,
@@ -194,9 +183,7 @@ def decode_image(path: Path, resize: int | tuple[int, int] | None,
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import functional as F
 
-    from decathlon.data import load_image  # the reference path's decoder: identical pixels
-
-    img = load_image(path)
+    img = load_image(path)  # the reference path's decoder and decode policy: identical pixels
     if resize is not None:
         size = list(resize) if isinstance(resize, tuple) else resize
         img = F.resize(img, size, interpolation=interpolation or InterpolationMode.BILINEAR)
@@ -207,13 +194,14 @@ class ImageCache:
     """An opened cache: uint8 pixels (memory-mapped), per-image starts and sizes, labels.
 
     `built` is True when this open decoded the images (False when an existing cache was reused) and
-    `decoded` counts the images decoded by this open. Picklable without copying the images (workers
-    re-open the memory map).
+    `decoded` counts the images decoded by this open; `names` are the image files, for messages.
+    Picklable without copying the images (workers re-open the memory map).
     """
 
-    def __init__(self, directory: Path, *, built: bool = False, decoded: int = 0):
+    def __init__(self, directory: Path, *, built: bool = False, decoded: int = 0,
+                 names: Sequence[Path] | None = None):
         self.directory = Path(directory)
-        self.built, self.decoded = built, decoded
+        self.built, self.decoded, self.names = built, decoded, names
         self.sizes = torch.from_numpy(np.load(self.directory / "sizes.npy"))
         self.starts = torch.from_numpy(np.load(self.directory / "starts.npy"))
         self.labels = torch.from_numpy(np.load(self.directory / "labels.npy"))
@@ -238,6 +226,7 @@ class ImageCache:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_images"] = None
+        state["names"] = None  # workers crop; only the opening process names files
         return state
 
 
@@ -260,7 +249,7 @@ def _write_cache(tmp: Path, paths: Sequence[Path], labels: Sequence[int], resize
     # PIL releases the GIL while reading headers and decoding: threads overlap the I/O and the decoding
     with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=True) as bar, \
             ThreadPoolExecutor(max_workers=threads) as pool:
-        headers = [hw for chunk in _chunks(n) for hw in pool.map(lambda i: _header_size(paths[i]), chunk)]
+        headers = [hw for chunk in _chunks(n) for hw in pool.map(lambda i: image_size(paths[i]), chunk)]
         sizes = np.asarray([resized_size(h, w, resize) for h, w in headers], dtype=np.int64).reshape(-1, 2)
         counts = 3 * sizes[:, 0] * sizes[:, 1]
         starts = (np.cumsum(counts) - counts).astype(np.int64)  # exclusive prefix sum
@@ -313,19 +302,19 @@ def open_cache(paths: Sequence[str | os.PathLike], labels: Sequence[int], *, cac
     prefix = f"{name}-{slot[:8]}-"
     final = cache_dir / f"{prefix}{fp[:16]}"
     if _is_complete(final, fp):
-        return ImageCache(final)
+        return ImageCache(final, names=paths)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache_dir / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     meta = {"format": FORMAT_VERSION, "name": name, "fingerprint": fp, "resize": resize,
-            "sources": [str(s) for s in sources]}
+            "sources": [path_text(s) for s in sources]}
     try:
         n = _write_cache(tmp, paths, labels, resize, interpolation, meta, progress,
                          threads or min(4, os.cpu_count() or 1))
         if final.exists():  # an incomplete leftover, or another process finished first
             if _is_complete(final, fp):
                 shutil.rmtree(tmp)
-                return ImageCache(final)
+                return ImageCache(final, names=paths)
             shutil.rmtree(final)
         os.rename(tmp, final)
     except BaseException:
@@ -334,7 +323,7 @@ def open_cache(paths: Sequence[str | os.PathLike], labels: Sequence[int], *, cac
     for stale in cache_dir.glob(f"{prefix}*"):  # older contents of the same files: superseded
         if stale != final:
             shutil.rmtree(stale, ignore_errors=True)
-    return ImageCache(final, built=True, decoded=n)
+    return ImageCache(final, built=True, decoded=n, names=paths)
 
 
 def _dataset_files(dataset: Any) -> tuple[list[Path], list[int], list[Path]]:
@@ -374,13 +363,20 @@ def cache_for_dataset(dataset: Any, geometry: Any, *, cache_dir: str | os.PathLi
 # ------------------------------------------------------------------------------------ batched augmentation
 
 
-def output_size(sizes: torch.Tensor, geo: CropGeometry) -> tuple[int, int]:
-    """(height, width) of the batches: the crop, or the common image size when there is no crop."""
+def output_size(sizes: torch.Tensor, geo: CropGeometry, names: Sequence | None = None) -> tuple[int, int]:
+    """(height, width) of the batches: the crop, or the common image size when there is no crop.
+
+    Images of different sizes without a crop raise DataError naming the odd files (`names`, aligned with
+    `sizes`: every image's size is known from its header, so the check is per image, before any batch).
+    """
     if geo.crop is not None:
         return geo.crop
     if len(sizes) and not bool((sizes == sizes[0]).all()):
-        raise DataError(f"images of different sizes {sorted({tuple(s) for s in sizes.tolist()})[:4]} and no "
-                        "crop: a batch needs one size")
+        pairs = [tuple(s) for s in sizes.tolist()]
+        if names is not None:
+            raise DataError(size_mismatch(pairs, names))
+        raise DataError(f"images of different sizes {sorted(set(pairs))[:4]} and no crop: a batch needs "
+                        "one size")
     return (int(sizes[0, 0]), int(sizes[0, 1])) if len(sizes) else (1, 1)
 
 
@@ -569,7 +565,10 @@ class CachedLoader:
         self.indices = (torch.arange(len(cache)) if indices is None
                         else torch.as_tensor(indices, dtype=torch.int64))
         self.num_workers, self.channels_last = num_workers, channels_last
-        self.out_hw = output_size(cache.sizes[self.indices], self.geo)
+        names = cache.names
+        if names is not None and self.geo.crop is None:  # only needed to name odd-sized files
+            names = [names[i] for i in self.indices.tolist()]
+        self.out_hw = output_size(cache.sizes[self.indices], self.geo, names)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
         self.labels = cache.labels.to(self.device)
@@ -619,6 +618,12 @@ class CachedLoader:
                                self.out_hw)
             yield normalize_batch(crops.to(self.device, non_blocking=True), self.mean, self.std,
                                   channels_last=self.channels_last)
+
+    def close(self) -> None:
+        """End the persistent worker processes now (else they live until the loader is collected)."""
+        if self._workers is not None:
+            end_workers(self._workers)
+            self._workers = None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         plan = self.batches()

@@ -30,6 +30,9 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # the devices the engine places runs o
 # Fields that name the job rather than configure it: excluded from the config hash so that the hash
 # identifies "the same settings" across methods, domains and seeds.
 IDENTITY_FIELDS = ("suite", "method", "domain", "seed", "protocol")
+# Fields that say where files live, not what they hold: left out of the hash, so that a results folder, its
+# data and its weights can move (the weights' content enters the hash through `weights_digest`).
+LOCATION_FIELDS = ("data_root", "pretrained", "pretrained_deep")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,9 @@ class RunConfig:
     stochastic_eval: str = "mean"  # stochastic fine-tuning at test: "mean" (0.5/0.5 mix), "tuned", "sampled"
     progressive_init: str = "pretrained"  # progressive nets' new column: "pretrained" copy or "random"
     pretrained_deep: str | None = None  # weights of finetune-resnet101's deeper backbone (None = random)
+    # content identity of `pretrained` and `pretrained_deep` (decathlon.jobs.weights_digest: sha256 of the
+    # files, or the id of the plan's job that writes them); hashed in place of their paths
+    weights_digest: str | None = None
     # --- engine
     device: str = "auto"  # "auto" = cuda when available, else cpu
     amp: bool = False  # fp16 mixed precision on CUDA (ignored on the CPU); off: the reference trains in fp32
@@ -136,8 +142,14 @@ class RunConfig:
                 if k not in IDENTITY_FIELDS + ("data_root",)}
 
     def hash(self) -> str:
-        """Short hash of the settings (identity fields and data_root excluded)."""
-        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:10]
+        """Short hash of the settings (:meth:`settings`: identity fields and data_root excluded).
+
+        With a `weights_digest` the weights count by content, not path (a moved results folder or weights
+        file keeps its jobs); without one (a config built in Python) their paths count, as they did.
+        """
+        skip = LOCATION_FIELDS if self.weights_digest is not None else ("weights_digest",)
+        d = {k: v for k, v in self.settings().items() if k not in skip}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
     def train_split(self) -> str:

@@ -27,7 +27,9 @@ import os
 import pickle
 import random
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -36,15 +38,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset, default_collate
 
 from decathlon.domains import SPLITS, DomainSpec, get_domain
 from decathlon.errors import ConfigError, DataError, UnknownNameError
-
-try:  # numpy >= 2 moved the pickling helpers; pickles written by numpy 1 / Python 2 name numpy.core
-    from numpy._core import multiarray as _multiarray
-except ImportError:  # pragma: no cover - numpy < 2
-    from numpy.core import multiarray as _multiarray
+from decathlon.safe_pickle import INERT_GLOBALS, PICKLE_ENCODING
 
 DECATHLON_FOLDER = "decathlon-1.0"
 MEAN_STD_FILE = "decathlon_mean_std.pickle"
@@ -74,13 +72,173 @@ def ignore_scheduler_signals(worker_id: int = 0) -> None:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Decode one image file to PIL RGB; an unreadable or corrupt file raises DataError naming it."""
+@contextlib.contextmanager
+def worker_batches(loader: Iterable) -> Iterator[Iterator]:
+    """Iterate `loader` in a ``with`` block; its workers end with the block, however it ends.
+
+    Loader workers ignore the scheduler's SIGTERM (:func:`ignore_scheduler_signals`). An iterator that
+    outlives its loop (an error raised from a worker is kept in a reference cycle with the frames that hold
+    the iterator) keeps its workers until the garbage collector runs; at interpreter exit multiprocessing
+    terminates them with SIGTERM, which they ignore, and then waits for them forever. Ending them here, on
+    every way out of the loop (an error, Ctrl-C, a termination signal turned into an exception), leaves
+    nothing for the exit to wait for.
+    """
+    iterator = iter(loader)
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")  # convert() loads the pixels, so truncated files fail here
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for some broken headers
-        raise DataError(f"cannot read image {path}: {exc}; expected a readable image file") from None
+        yield iterator
+    finally:
+        end_workers(iterator)
+        close = getattr(iterator, "close", None)  # a generator (cache.CachedLoader): run its finally
+        if close is not None:
+            close()
+
+
+def end_workers(loader_or_iterator: Any) -> None:
+    """Stop the worker processes of a DataLoader iterator now (or of a loader's persistent iterator).
+
+    A no-op for in-process loading and for anything without workers. Uses the iterator's own shutdown
+    (``_shutdown_workers``: the orderly end torch runs when an iterator is exhausted or collected).
+    """
+    iterator = getattr(loader_or_iterator, "_iterator", None)
+    if iterator is None:
+        iterator = loader_or_iterator
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
+MAX_PIXELS_ENV = "SPOTTUNE_MAX_IMAGE_PIXELS"  # raises Pillow's decompression-bomb limit ("none": no limit)
+RGB_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA", "RGBX", "RGBa", "La"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})  # e.g. 16-bit grayscale PNG
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """`path` for messages: bytes that are not UTF-8 (old archives' latin-1 names) shown as ``\\xe9``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def path_text(path: str | os.PathLike) -> str:
+    """A lossless text form of a path for ids and JSON: the path itself when its bytes are UTF-8, else its
+    bytes percent-encoded (``caf%E9.jpg``; ``urllib.parse.unquote_to_bytes`` gives the bytes back)."""
+    raw = os.fsencode(path)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return urllib.parse.quote_from_bytes(raw, safe="/")
+
+
+def _pixel_limit() -> int | None:
+    """Pillow's decompression-bomb limit in pixels: ``$SPOTTUNE_MAX_IMAGE_PIXELS`` when set, else Pillow's."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return Image.MAX_IMAGE_PIXELS
+    if value.lower() == "none":
+        return None
+    if not value.isdigit():
+        raise ConfigError(f"${MAX_PIXELS_ENV}={value!r}; expected a number of pixels or 'none'")
+    return int(value)
+
+
+@contextlib.contextmanager
+def decoding(path: str | os.PathLike) -> Iterator[None]:
+    """The one translation of decoding errors: any exception raised in the block (Pillow's OSError,
+    SyntaxError, DecompressionBombError, ...) becomes a DataError naming `path`.
+
+    Images above Pillow's decompression-bomb limit (2 x ``PIL.Image.MAX_IMAGE_PIXELS``, about 179
+    megapixels; Pillow warns from half of it) are refused; for legitimately large images set
+    ``SPOTTUNE_MAX_IMAGE_PIXELS`` to a larger number of pixels (or ``none``) in the environment of the run.
+    """
+    Image.MAX_IMAGE_PIXELS = _pixel_limit()  # idempotent: the same value for every thread and worker
+    try:
+        yield
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every decoder failure, whatever its type, names the file
+        hint = ""
+        if isinstance(exc, Image.DecompressionBombError):
+            hint = f" (for a legitimately large image, set ${MAX_PIXELS_ENV} to a larger pixel count)"
+        raise DataError(f"cannot read image {display_path(path)}: {type(exc).__name__}: {exc}{hint}; "
+                        "expected a readable image file") from None
+
+
+def size_mismatch(sizes: Sequence[tuple[int, int]], names: Sequence[str | os.PathLike]) -> str:
+    """The message for images of one batch or split that must share a size and do not: the files whose
+    (height, width) differs from the most common one, with their sizes."""
+    common = Counter(sizes).most_common(1)[0][0]
+    odd = [f"{display_path(name)} ({h}x{w})" for name, (h, w) in zip(names, sizes, strict=True)
+           if (h, w) != common]
+    more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+    return (f"{len(odd)} image(s) differ in size from the other {len(sizes) - len(odd)} "
+            f"({common[0]}x{common[1]} px): {', '.join(odd[:5])}{more}; without a crop in the transform, "
+            "every image of a split must have the same size")
+
+
+def file_names(dataset: Any) -> list[Path]:
+    """The image files of a harness dataset or of a (nested) torch Subset of one, in item order."""
+    if isinstance(dataset, Subset):
+        names = file_names(dataset.dataset)
+        return [names[i] for i in dataset.indices]
+    return list(dataset.file_paths)
+
+
+class _Numbered(Dataset):
+    """Items of `dataset` with their position appended: (image, label, index)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (*self.dataset[index], index)
+
+
+class _NamingCollate:
+    """collate_fn that stacks (image, label, index) items; images of different sizes in one batch raise
+    DataError naming their files (instead of torch's "stack expects each tensor to be equal size")."""
+
+    def __init__(self, names: Sequence[Path]):
+        self.names = names
+
+    def __call__(self, items: Sequence[tuple[Any, ...]]) -> Any:
+        sizes = [tuple(item[0].shape[-2:]) for item in items if hasattr(item[0], "shape")]
+        if len(set(sizes)) > 1:
+            raise DataError(size_mismatch(sizes, [self.names[item[-1]] for item in items]))
+        return default_collate(items)
+
+
+def naming_batches(dataset: Any) -> dict[str, Any]:
+    """DataLoader arguments for `dataset` whose batches, ``(images, labels, indices)``, name the files
+    that break them (as the cache path names them: :func:`decathlon.cache.output_size`)."""
+    return {"dataset": _Numbered(dataset), "collate_fn": _NamingCollate(file_names(dataset))}
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file from its header (no pixels decoded); DataError naming the file."""
+    with decoding(path), Image.open(path) as img:
+        return img.height, img.width
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Decode one image file to 8-bit PIL RGB, the one decode policy of every reader and of the cache.
+
+    Modes with 8-bit channels convert as Pillow converts them (alpha dropped, palette applied, CMYK and
+    YCbCr to RGB). 16-bit grayscale (``I;16*``, and ``I`` from a 16-bit PNG) is scaled to 8 bits
+    (round(v * 255 / 65535)); ``convert`` would clip it, turning most pixels white. Any other mode (32-bit
+    integer, float, ...) has no defined 8-bit range and raises DataError naming the file and the mode, as
+    does an unreadable, truncated or oversized file (:func:`decoding`).
+    """
+    with decoding(path), Image.open(path) as img:
+        img.load()  # truncated files fail here
+        if img.mode in RGB_MODES:
+            return img.convert("RGB")
+        if img.mode in SIXTEEN_BIT_MODES or (img.mode == "I" and img.format == "PNG"):
+            values = np.asarray(img).astype(np.uint32)
+            grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+            return Image.fromarray(grey).convert("RGB")
+        raise DataError(f"image {display_path(path)} has mode {img.mode!r} ({img.format}), which has no "
+                        "defined 8-bit range; expected 8-bit (L, RGB, RGBA, P, CMYK...) or 16-bit grayscale")
 
 
 def resolve_domain(domain: str | DomainSpec, suite: str | None = None) -> DomainSpec:
@@ -197,10 +355,16 @@ def _require_fields(entries: list, fields: Mapping[str, type], what: str, path: 
 
 
 def _quiet_coco(data: dict) -> COCO:
-    """A pycocotools index over already-validated data, keeping its progress prints off the screen."""
+    """A pycocotools index over already-validated data, keeping its progress prints off the screen.
+
+    pycocotools indexes annotations by their ``id``, which the harness never uses and converters often
+    leave out: the index is given each annotation's position as its id instead (unique, so no annotation
+    replaces another), so that only the fields the harness reads are required.
+    """
+    annotations = [dict(ann, id=position) for position, ann in enumerate(data.get("annotations", []))]
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = data
+        coco.dataset = dict(data, annotations=annotations)
         coco.createIndex()
     return coco
 
@@ -370,7 +534,8 @@ class FolderDataset(_CarvedDataset):
     """A class-per-folder dataset: ``<root>/<name>/{train,test}/<class>/<image>``.
 
     Classes are the sorted folder names of ``train``; image ids are paths relative to ``<root>/<name>``
-    (e.g. ``"train/cat/0001.jpg"``). ``val`` is carved out of ``train`` (:func:`carve_val`).
+    (e.g. ``"train/cat/0001.jpg"``; a name whose bytes are not UTF-8 percent-encoded, :func:`path_text`).
+    ``val`` is carved out of ``train`` (:func:`carve_val`).
     """
 
     def __init__(self, root: str | os.PathLike | None, domain: str | DomainSpec, split: str,
@@ -399,7 +564,11 @@ class FolderDataset(_CarvedDataset):
             labels += [label] * len(files)
         if not paths:
             raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root / part}")
-        ids = [p.relative_to(self.root).as_posix() for p in paths]
+        ids = [path_text(p.relative_to(self.root).as_posix()) for p in paths]
+        if len(set(ids)) != len(ids):  # a UTF-8 name that reads as another file's percent-encoded bytes
+            twice = sorted({i for i in ids if ids.count(i) > 1})[:2]
+            raise DataError(f"two image files under {display_path(self.root)} have the same id; rename one "
+                            f"of {twice}")
         self._select(split, (paths, labels, ids), (paths, labels, ids))
 
 
@@ -479,27 +648,13 @@ class CubDataset(_CarvedDataset):
 # normalisation statistics
 
 
-def _safe_globals() -> Mapping[tuple[str, str], Any]:
-    numpy_core = {(m, n): getattr(_multiarray, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
-                  for n in ("_reconstruct", "scalar")}
-    builtins = {(m, t.__name__): t for m in ("builtins", "__builtin__")
-                for t in (float, int, complex, list, dict, tuple, set, frozenset, bytes, bytearray, str)}
-    return MappingProxyType({
-        **numpy_core, **builtins, ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-        # Python 3 protocol-2 pickles encode bytes as _codecs.encode(text, "latin1"): a pure function
-        ("_codecs", "encode"): __import__("codecs").encode,
-    })
-
-
-_SAFE_GLOBALS = _safe_globals()
-
-
 class _DataUnpickler(pickle.Unpickler):
-    """Admits numpy arrays and plain builtins only: the statistics file is data, never code."""
+    """Admits the inert types of :data:`decathlon.safe_pickle.INERT_GLOBALS` only (numpy arrays and plain
+    builtins): the statistics file is data, never code."""
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            return _SAFE_GLOBALS[(module, name)]
+            return INERT_GLOBALS[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"refusing to load global {module}.{name}") from None
 
@@ -522,7 +677,7 @@ def read_stats_pickle(path: Path) -> dict:
     """
     try:
         with open(path, "rb") as f:
-            stats = _DataUnpickler(f, encoding="latin1").load()  # a Python 2 pickle: str as latin1
+            stats = _DataUnpickler(f, encoding=PICKLE_ENCODING).load()  # a Python 2 pickle: str as latin1
     except (OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise DataError(f"cannot read statistics pickle {path}: {exc}; expected a dict of numpy arrays "
                         "keyed '<domain>mean' / '<domain>std'") from None
@@ -562,13 +717,35 @@ READERS: Mapping[str, type[ImageListDataset]] = MappingProxyType({
 })
 
 
+EXTRA_LAYOUTS = ("folder", "cub")  # the layouts an extra dataset may come in, told apart on disk
+
+
+def detect_layout(spec: DomainSpec, root: str | os.PathLike | None) -> str:
+    """The layout of `spec`'s files under `root`: ``spec.layout`` for the Decathlon layout; for an extra
+    dataset, whichever of its layouts is on disk: ``folder`` when ``<root>/<directory>/train/`` exists
+    (the Piggyback class-per-folder distribution), ``cub`` when CUB-200-2011's ``images.txt`` does (in
+    ``<directory>/`` or ``<directory>/CUB_200_2011/``). DataError naming both layouts when neither is there.
+    """
+    if spec.layout not in EXTRA_LAYOUTS:
+        return spec.layout
+    base = _extra_root(root, spec) / spec.directory
+    if (base / "train").is_dir():
+        return "folder"
+    if any((folder / "images.txt").is_file() for folder in (base / "CUB_200_2011", base)):
+        return "cub"
+    raise DataError(f"{base}: no dataset of {spec.name!r} there; expected a class-per-folder tree "
+                    "(train/<class>/<image> and test/<class>/<image>) or CUB-200-2011's native layout "
+                    f"(images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, images/)")
+
+
 def build_dataset(spec: DomainSpec | str, root: str | os.PathLike | None, split: str,
                   transform: Callable | None = None, suite: str | None = None) -> ImageListDataset:
     """The dataset of `spec` (a DomainSpec or a name looked up in `suite`) for `split`, read with the
-    reader of ``spec.layout`` (:data:`READERS`)."""
+    reader (:data:`READERS`) of the layout found on disk (:func:`detect_layout`)."""
     spec = resolve_domain(spec, suite)
+    layout = detect_layout(spec, root)
     try:
-        reader = READERS[spec.layout]
+        reader = READERS[layout]
     except KeyError:
-        raise UnknownNameError("layout", spec.layout, READERS) from None
+        raise UnknownNameError("layout", layout, READERS) from None
     return reader(root, spec, split, transform)

@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from decathlon.config import IDENTITY_FIELDS, RunConfig
+from decathlon.data import end_workers, naming_batches, worker_batches
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.errors import CheckpointError, ConfigError
 from decathlon.io import atomic_write_json, atomic_write_text
@@ -227,6 +228,14 @@ class Data:
     eval_loader: Any
     num_classes: int
 
+    def close(self) -> None:
+        """End the loaders' persistent workers (the cache path's); per-epoch workers end with their loop."""
+        for loader in (self.train_loader, self.eval_loader):
+            end_workers(loader)
+            close = getattr(loader, "close", None)
+            if close is not None:
+                close()
+
 
 def _check_data_root(config: RunConfig) -> None:
     if config.data_root is None:
@@ -268,11 +277,11 @@ def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, genera
                 generator=generator, drop_last=False, **common)
     pin = device.type == "cuda"
     if eval_loader is None:
-        eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False,
+        eval_loader = DataLoader(**naming_batches(eval_set), batch_size=config.eval_batch_size, shuffle=False,
                                  num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     if train_loader is None and train_set is not None:
         train_loader = DataLoader(
-            train_set, batch_size=config.batch_size, shuffle=True, generator=generator,
+            **naming_batches(train_set), batch_size=config.batch_size, shuffle=True, generator=generator,
             num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     return Data(train_set, eval_set, train_loader, eval_loader, spec.num_classes)
 
@@ -304,11 +313,25 @@ def build_backbone(method: Method, config: RunConfig, num_classes: int) -> nn.Mo
     ``create_backbone(config, num_classes)`` (e.g. a deeper network)."""
     custom = getattr(method, "create_backbone", None)
     if custom is not None:
-        return custom(config, num_classes)
-    from spottune.backbones import create_backbone
+        backbone = custom(config, num_classes)
+    else:
+        from spottune.backbones import create_backbone
 
-    weights = config.pretrained if method.pretrained else None
-    return create_backbone(config.backbone, num_classes, width=config.width, weights=weights)
+        weights = config.pretrained if method.pretrained else None
+        backbone = create_backbone(config.backbone, num_classes, width=config.width, weights=weights)
+    check_weights_loaded(method, config, backbone)
+    return backbone
+
+
+def check_weights_loaded(method: Method, config: RunConfig, backbone: nn.Module) -> None:
+    """ConfigError when a run given pretrained weights would start `method` (which fine-tunes pretrained
+    weights) from a random backbone, e.g. ``finetune-resnet101`` with ResNet-50 weights but no ResNet-101
+    weights. The load report is the backbone's ``weights_source``. A run without any weights (config
+    ``pretrained`` None: tests, deliberate random starts) is left as it is; the command line requires them."""
+    loaded = getattr(backbone, "weights_source", None) is not None
+    if method.pretrained and config.pretrained is not None and not loaded:
+        raise ConfigError(f"{method.name} would train from random weights: its {type(backbone).__name__} "
+                          f"backbone got no pretrained weights; pass {method.weights_flag(config)} FILE")
 
 
 def reference_parameters(config: RunConfig, num_classes: int) -> int:
@@ -426,15 +449,16 @@ def train_one_epoch(method: Method, model: nn.Module, loader: Any, optimizer: to
     seen = 0
     steps = len(loader)
     start = time.perf_counter()
-    for step, batch in enumerate(loader):
-        images, labels = batch_to_device(batch, device, config.channels_last)
-        loss, output = train_step(method, model, runner, images, labels, optimizer, config, device=device,
-                                  generator=generator, scaler=scaler)
-        loss_sum += loss * labels.shape[0]
-        correct += (output.logits.detach().argmax(1) == labels).sum()
-        seen += labels.shape[0]
-        if progress is not None and config.log_every > 0 and (step + 1) % config.log_every == 0:
-            progress("batch", epoch=epoch, step=step + 1, steps=steps, loss=float(loss_sum) / seen)
+    with worker_batches(loader) as batches:
+        for step, batch in enumerate(batches):
+            images, labels = batch_to_device(batch, device, config.channels_last)
+            loss, output = train_step(method, model, runner, images, labels, optimizer, config, device=device,
+                                      generator=generator, scaler=scaler)
+            loss_sum += loss * labels.shape[0]
+            correct += (output.logits.detach().argmax(1) == labels).sum()
+            seen += labels.shape[0]
+            if progress is not None and config.log_every > 0 and (step + 1) % config.log_every == 0:
+                progress("batch", epoch=epoch, step=step + 1, steps=steps, loss=float(loss_sum) / seen)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -468,17 +492,18 @@ def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *
     loss_sum = torch.zeros((), device=device)
     predicted, labels_all, policies = [], [], []
     start = time.perf_counter()
-    for batch in loader:
-        images, labels = batch_to_device(batch, device, config.channels_last)
-        with _autocast(device, config):
-            output = method.forward(runner, images, generator=generator)
-        logits = output.logits.float()
-        # unlabelled test images (label -1) are predicted but not scored; no per-batch host sync
-        loss_sum += F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
-        predicted.append(logits.argmax(1))
-        labels_all.append(labels)
-        if output.policy is not None:
-            policies.append(output.policy.detach().float())
+    with worker_batches(loader) as batches:
+        for batch in batches:
+            images, labels = batch_to_device(batch, device, config.channels_last)
+            with _autocast(device, config):
+                output = method.forward(runner, images, generator=generator)
+            logits = output.logits.float()
+            # unlabelled test images (label -1) are predicted but not scored; no per-batch host sync
+            loss_sum += F.cross_entropy(logits, labels, ignore_index=-1, reduction="sum")
+            predicted.append(logits.argmax(1))
+            labels_all.append(labels)
+            if output.policy is not None:
+                policies.append(output.policy.detach().float())
     predicted_t = torch.cat(predicted).cpu()
     labels_t = torch.cat(labels_all).cpu()
     seconds = time.perf_counter() - start
@@ -566,8 +591,12 @@ def _identity(config: RunConfig) -> dict[str, Any]:
 
 def _write_outputs(run_dir: Path, method: Method, data: Data, evaluation: Evaluation) -> None:
     image_ids = list(data.eval.image_ids)
+    # the category id of each class index (Decathlon layout): a submission is then written from the run
+    # directory alone, wherever the results folder and the data have moved since
+    categories = {"category_ids": list(data.eval.category_ids)} if hasattr(data.eval, "category_ids") else {}
     atomic_write_json(run_dir / "predictions.json", {
-        "image_ids": image_ids, "predicted": evaluation.predicted, "labels": evaluation.labels}, indent=None)
+        "image_ids": image_ids, "predicted": evaluation.predicted, "labels": evaluation.labels, **categories},
+        indent=None)
     if method.routing and evaluation.policy is not None:
         atomic_write_json(run_dir / "policy.json", policy_stats(evaluation.policy, evaluation.labels))
 
@@ -628,9 +657,15 @@ def _run_evaluation_only(config: RunConfig, run_dir: Path, method: Method, spec:
                          source_run_dir: str | Path | None) -> dict[str, Any]:
     start = time.perf_counter()
     seed_everything(config)
-    data = build_data(config, spec, device, None, train=False)
+    with contextlib.closing(build_data(config, spec, device, None, train=False)) as data:
+        return _evaluate_only(config, run_dir, method, spec, device, version, source_run_dir, data, start)
+
+
+def _evaluate_only(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
+                   version: str, source_run_dir: str | Path | None, data: Data,
+                   start: float) -> dict[str, Any]:
     if spec.is_source:
-        model = _pretrained_source_model(config, spec)
+        model = pretrained_source_model(config, spec)
         eval_method: Method = _PlainForward()
     else:
         model = _reused_model(config, method, spec, data.num_classes, source_run_dir)
@@ -652,7 +687,7 @@ class _PlainForward(Method):
         return backbone
 
 
-def _pretrained_source_model(config: RunConfig, spec: DomainSpec) -> nn.Module:
+def pretrained_source_model(config: RunConfig, spec: DomainSpec) -> nn.Module:
     from spottune.backbones import create_backbone
     from spottune.checkpoint import read_harness_checkpoint
 
@@ -697,7 +732,13 @@ def _reused_model(config: RunConfig, method: Method, spec: DomainSpec, num_class
 def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
                   version: str, progress: Progress | None) -> dict[str, Any]:
     generators = device_generators(seed_everything(config), device, config)
-    data = build_data(config, spec, device, generators["data"])
+    with contextlib.closing(build_data(config, spec, device, generators["data"])) as data:
+        return _train(config, run_dir, method, spec, device, version, progress, generators, data)
+
+
+def _train(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
+           version: str, progress: Progress | None, generators: dict[str, torch.Generator],
+           data: Data) -> dict[str, Any]:
     model = method.build(build_backbone(method, config, data.num_classes), spec, data.num_classes, config)
     place_model(model, device, config)
     optimizer, scheduler = build_optimizer(method, model, config, spec)

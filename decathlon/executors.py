@@ -18,11 +18,14 @@ job and report to a :class:`decathlon.progress.Tracker`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
+import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -71,11 +74,46 @@ def clear_run_dirs(jobs: Iterable[Job], out_dir: str | Path) -> list[Path]:
     return removed
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived (a scheduler's time limit or preemption, ``kill``): unwinds like Ctrl-C, so that every
+    ``finally`` runs (loader workers end) and the command exits with a summary instead of dying mid-write."""
+
+
+def raise_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` in this process (from the main thread of an entry point).
+
+    Returns the previous handler (to restore with ``signal.signal`` when the entry point returns).
+    """
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signum, signal.SIG_IGN)  # a repeated SIGTERM must not interrupt the unwinding
+        raise Terminated(f"received signal {signal.Signals(signum).name}")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*: ")  # "decathlon.errors.DataError: ..." ending a traceback
+
+
+def error_line(error: BaseException | str) -> str:
+    """``Type: message`` on one line. An error re-raised from a DataLoader worker carries the worker's
+    traceback in its message ("Caught X in DataLoader worker process N. Original Traceback ..."): its last
+    entry, the worker's own error, is the line."""
+    if not isinstance(error, BaseException):
+        return " ".join(str(error).split())
+    kind, lines = type(error).__name__, [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught ") and any("Original Traceback" in x for x in lines):
+        last = max((i for i, line in enumerate(lines) if _EXCEPTION_LINE.match(line)), default=len(lines) - 1)
+        kind, _, text = " ".join(lines[last:]).partition(": ")
+        return f"{kind.rpartition('.')[2]}: {' '.join(text.split())}"
+    return f"{kind}: {' '.join(' '.join(lines).split())}"
+
+
 def write_error(run_dir: Path, job_id: str, error: BaseException | str, trace: str = "") -> Path:
-    """Record a failed job: ``error.json`` with the error, its type and the traceback (atomic)."""
+    """Record a failed job: ``error.json`` with the error (one line), its type and the traceback (atomic)."""
     kind = type(error).__name__ if isinstance(error, BaseException) else "WorkerError"
+    line = error_line(error) if isinstance(error, BaseException) else f"{kind}: {error_line(error)}"
     return atomic_write_json(run_dir / ERROR_FILE, {
-        "job_id": job_id, "error": f"{kind}: {error}", "type": kind, "traceback": trace,
+        "job_id": job_id, "error": line, "type": kind, "traceback": trace,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
 
@@ -118,7 +156,7 @@ def run_job(job: Job, out_dir: str | Path, *, progress: Callable[..., None] | No
         write_error(run_dir, job.job_id, e, traceback.format_exc())
         if debug:
             raise
-        return Outcome(job.job_id, FAILED, time.monotonic() - start, f"{type(e).__name__}: {e}")
+        return Outcome(job.job_id, FAILED, time.monotonic() - start, error_line(e))
     return Outcome(job.job_id, DONE, time.monotonic() - start)
 
 
@@ -212,7 +250,8 @@ class LocalExecutor:
     def workers(self) -> int:
         return len(self.slots)
 
-    def _launch(self, job: Job, out_dir: Path, slot: Mapping[str, str], events: queue.Queue) -> None:
+    def _launch(self, job: Job, out_dir: Path, slot: Mapping[str, str],
+                events: queue.Queue) -> subprocess.Popen:
         run_dir = job.run_dir(out_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / JOB_FILE, job.to_dict())
@@ -223,9 +262,20 @@ class LocalExecutor:
         log = open(run_dir / WORKER_LOG, "ab")  # noqa: SIM115 - closed by the reader thread
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, env=env, text=True, bufsize=1)
         threading.Thread(target=_read_worker, args=(job.job_id, proc, log, events), daemon=True).start()
+        return proc
 
     def execute(self, jobs: Sequence[Job], out_dir: str | Path, tracker: Tracker) -> dict[str, Outcome]:
-        out_dir = Path(out_dir)
+        procs: dict[str, subprocess.Popen] = {}
+        try:
+            return self._execute(jobs, Path(out_dir), tracker, procs)
+        except BaseException:
+            # interrupted (Ctrl-C, SIGTERM): the workers unwind too (their SIGTERM ends their loader workers);
+            # their jobs resume on the next run
+            _end_processes(procs.values(), WORKER_EXIT_GRACE_S)
+            raise
+
+    def _execute(self, jobs: Sequence[Job], out_dir: Path, tracker: Tracker,
+                 procs: dict[str, subprocess.Popen]) -> dict[str, Outcome]:
         planned = {j.job_id for j in jobs}
         pending = list(jobs)
         outcomes: dict[str, Outcome] = {}
@@ -243,7 +293,7 @@ class LocalExecutor:
                     elif free and _ready(job, outcomes, planned):
                         slot = free.pop(0)
                         tracker.job_started(job.job_id)
-                        self._launch(job, out_dir, self.slots[slot], events)
+                        procs[job.job_id] = self._launch(job, out_dir, self.slots[slot], events)
                         running[job.job_id] = (slot, None, time.monotonic())
                         pending.remove(job)
                         changed = True
@@ -261,9 +311,31 @@ class LocalExecutor:
                 outcome = reported or _lost_worker(job_id, out_dir, payload, time.monotonic() - start)
                 outcomes[job_id] = outcome
                 del running[job_id]
+                procs.pop(job_id, None)
                 free.append(slot)
                 tracker.job_finished(job_id, outcome.status, outcome.message)
         return outcomes
+
+
+WORKER_UNWIND_S = 10.0  # seconds interrupted workers get to end by themselves (Ctrl-C reaches them too)
+WORKER_EXIT_GRACE_S = 60.0  # then seconds they get after a SIGTERM, before they are killed
+
+
+def _end_processes(procs: Iterable[subprocess.Popen], grace_s: float) -> None:
+    """End our worker subprocesses: let them unwind on their own for :data:`WORKER_UNWIND_S` (a SIGTERM in
+    the middle of their cleanup would cut it short), then SIGTERM those still running, wait up to
+    `grace_s`, then SIGKILL."""
+    for timeout, signal_them in ((WORKER_UNWIND_S, False), (grace_s, True)):
+        procs = [p for p in procs if p.poll() is None]
+        for proc in procs if signal_them else ():
+            proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def _read_worker(job_id: str, proc: subprocess.Popen, log: Any, events: queue.Queue) -> None:
@@ -508,7 +580,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--out", type=Path, required=True)
     worker.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
-    return worker_main(args.job_file, args.out, debug=args.debug)
+    raise_on_sigterm()
+    try:
+        return worker_main(args.job_file, args.out, debug=args.debug)
+    except Terminated:
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ not selected.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,6 +73,38 @@ class Job:
                    needs=tuple(values.get("needs", ())), source=values.get("source"))
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_digest(*weights: str | None, produced: Mapping[str, str] | None = None) -> str | None:
+    """The content identity of a run's weights (``pretrained``, ``pretrained_deep``) for the job hash.
+
+    Each is the sha256 of its file, or ``job:<id>`` when a job of the plan writes it (`produced` maps
+    such paths to job ids), or the value itself when it is not a file (``imagenet``). None without any
+    weights. Returns a 16-hex-digit digest over all of them, in order.
+    """
+    produced = produced or {}
+    parts = []
+    for value in weights:
+        if value is None:
+            parts.append("-")
+        elif value in produced:
+            parts.append(f"job:{produced[value]}")
+        elif Path(value).is_file():
+            parts.append(file_sha256(value))
+        else:
+            parts.append(value)
+    if all(part == "-" for part in parts):
+        return None
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
 def pretrained_path(job: Job, out_dir: str | Path) -> Path:
     """Where the pretraining `job` writes its backbone checkpoint."""
     return job.run_dir(out_dir) / PRETRAINED_FILE
@@ -112,7 +145,9 @@ def build_plan(*, suite: str, methods: Sequence[Method], domains: Sequence[Domai
             for seed in seeds:
                 base = configs[family]
                 if pretrain is not None:
-                    base = base.replace(pretrained=str(pretrained_path(pretrain, out_dir)))
+                    backbone = str(pretrained_path(pretrain, out_dir))
+                    base = base.replace(pretrained=backbone, weights_digest=weights_digest(
+                        backbone, base.pretrained_deep, produced={backbone: pretrain.job_id}))
                 job = _transfer_job(method, spec, seed, base, suite, needs)
                 if method.reuses is None:
                     if job.job_id not in trained or trained[job.job_id].notes:  # selected: drop the note

@@ -70,6 +70,10 @@ class Method(ABC):
         """A term added to the classification loss (Global-k, L2-SP), or None."""
         return None
 
+    def weights_flag(self, config: RunConfig) -> str:
+        """The command-line flag that gives this method's pretrained weights (named when they are missing)."""
+        return "--pretrained"
+
     def train_mode(self, model: nn.Module, config: RunConfig) -> None:
         """Put the model in training mode (methods with frozen BN override to keep parts in eval)."""
         model.train()

@@ -40,6 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from decathlon.config import RunConfig
+from decathlon.data import naming_batches, worker_batches
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.engine import (
     CHECKPOINT,
@@ -89,11 +90,11 @@ def _loaders(config: RunConfig, spec: DomainSpec, rank: int, world_size: int, de
     sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True,
                                  seed=job_seed(config, "data") % 2**31)
     pin = device.type == "cuda"
-    train_loader = DataLoader(train, batch_size=per_process, sampler=sampler, num_workers=config.num_workers,
-                              pin_memory=pin, worker_init_fn=seed_worker)
+    train_loader = DataLoader(**naming_batches(train), batch_size=per_process, sampler=sampler,
+                              num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     eval_set = build_dataset(spec, config.data_root, config.eval_split,
                              preset.test_transform(spec, mean, std))
-    eval_loader = DataLoader(eval_set, batch_size=config.eval_batch_size, shuffle=False,
+    eval_loader = DataLoader(**naming_batches(eval_set), batch_size=config.eval_batch_size, shuffle=False,
                              num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
     return train_loader, sampler, eval_loader
 
@@ -104,11 +105,12 @@ def _top1(model: nn.Module, loader: DataLoader, device: torch.device, channels_l
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
     seen = torch.zeros((), dtype=torch.long, device=device)
-    for batch in loader:
-        images, labels = batch_to_device(batch, device, channels_last)
-        labelled = labels >= 0
-        correct += (model(images).argmax(1) == labels)[labelled].sum()
-        seen += labelled.sum()
+    with worker_batches(loader) as batches:
+        for batch in batches:
+            images, labels = batch_to_device(batch, device, channels_last)
+            labelled = labels >= 0
+            correct += (model(images).argmax(1) == labels)[labelled].sum()
+            seen += labelled.sum()
     return 100.0 * float(correct) / int(seen) if int(seen) else None
 
 
@@ -177,14 +179,15 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
         net.train()
         loss_sum = torch.zeros((), device=device)
         seen = 0
-        for batch in train_loader:
-            images, labels = batch_to_device(batch, device, config.channels_last)
-            loss = F.cross_entropy(net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * labels.shape[0]
-            seen += labels.shape[0]
+        with worker_batches(train_loader) as batches:
+            for batch in batches:
+                images, labels = batch_to_device(batch, device, config.channels_last)
+                loss = F.cross_entropy(net(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach() * labels.shape[0]
+                seen += labels.shape[0]
         scheduler.step()
         record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1)}
         position = {"epoch": epoch + 1, "history": [*position["history"], record],

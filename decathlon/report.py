@@ -21,6 +21,7 @@ import dataclasses
 import io
 import json
 import math
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ UNLABELLED = "†"  # marks a cell whose evaluation split has no labels (no accu
 MISSING_MD, MISSING_TEX = "–", "--"
 # Settings that name files rather than configure training: where the weights live is not a setting (runs
 # of different weights still get tables of their own: their config hashes differ).
-PATH_SETTINGS = ("pretrained", "pretrained_deep")
+PATH_SETTINGS = ("pretrained", "pretrained_deep", "weights_digest")  # which weights, by path or content
 # Settings that do not change what is computed (loading, placement, logging, kernels and random streams of
 # the same recipe): a run differing from the reference recipe only in these is still compared with the
 # published numbers.
@@ -617,20 +618,27 @@ def _read_json(path: Path) -> object:
         raise DataError(f"{path}: not readable JSON ({e})") from None
 
 
-def read_predictions(run_dir: Path) -> tuple[list[int], list[int]]:
-    """(image_ids, predicted class indices) from a run directory's predictions.json."""
+def _predictions(run_dir: Path) -> dict:
     path = run_dir / "predictions.json"
     data = _read_json(path)
     if not isinstance(data, dict) or not {"image_ids", "predicted"} <= set(data):
         raise DataError(f"{path}: expected an object with 'image_ids' and 'predicted' lists")
-    ids, predicted = list(data["image_ids"]), list(data["predicted"])
+    ids, predicted = data["image_ids"], data["predicted"]
     if len(ids) != len(predicted):
         raise DataError(f"{path}: {len(ids)} image_ids but {len(predicted)} predictions")
-    return [int(i) for i in ids], [int(p) for p in predicted]
+    return data
 
 
-def data_root_of(run_dir: Path) -> Path:
-    """The `data_root` recorded in a run directory's config.json (the decathlon-1.0 folder).
+def read_predictions(run_dir: Path) -> tuple[list[int], list[int]]:
+    """(image_ids, predicted class indices) from a run directory's predictions.json."""
+    data = _predictions(run_dir)
+    return [int(i) for i in data["image_ids"]], [int(p) for p in data["predicted"]]
+
+
+def data_root_of(run_dir: Path, given: Path | None = None) -> Path:
+    """The decathlon-1.0 folder of a run: the `data_root` recorded in its config.json while it is there,
+    else `given` (the ``--data-root`` of this command, for a results folder moved or copied away from
+    its data), else the recorded path (for the error naming it).
 
     The engine writes ``{"config": <RunConfig>, "code_version": ...}``; a bare RunConfig is read too.
     """
@@ -640,7 +648,11 @@ def data_root_of(run_dir: Path) -> Path:
         config = config["config"]
     root = config.get("data_root") if isinstance(config, dict) else None
     if not root:
+        if given is not None:
+            return Path(given)
         raise DataError(f"{path}: no 'data_root' (needed to find the test annotations' category ids)")
+    if not (Path(root) / "annotations").is_dir() and given is not None:
+        return Path(given)
     return Path(root)
 
 
@@ -672,20 +684,33 @@ class Submission:
 
 
 def read_submission(out_dir: Path, key: GroupKey, method: str, seed: int, rows: pd.DataFrame,
-                    baseline: Baseline, directory: Path) -> Submission:
-    """Read the predictions, data roots and test categories of one (method, seed) of a group."""
-    predictions, roots = {}, {}
+                    baseline: Baseline, directory: Path, data_root: Path | None = None) -> Submission:
+    """Read the predictions, data roots and test categories of one (method, seed) of a group.
+
+    The results come from the run directories alone (category ids are recorded in predictions.json;
+    runs written before that read them from the data root). The local score needs the labelled test
+    annotations: under the recorded data root, or `data_root` (``--data-root``) when that has moved;
+    when labelled runs cannot reach them, a warning says that the score is not written and why.
+    """
+    predictions, roots, labelled_runs = {}, {}, False
     for job in rows.to_dict("records"):
         run_dir = run_dir_of(out_dir, job)
         domain = str(job["domain"])
-        root = data_root_of(run_dir)
-        ids, predicted = read_predictions(run_dir)
-        predictions[domain] = (ids, predicted, category_ids(root, domain))
+        root = data_root_of(run_dir, data_root)
+        data = _predictions(run_dir)
+        categories = data.get("category_ids") or category_ids(root, domain)
+        predictions[domain] = ([int(i) for i in data["image_ids"]], [int(p) for p in data["predicted"]],
+                               [int(c) for c in categories])
         roots[domain] = root
+        labelled_runs = labelled_runs or any(int(y) >= 0 for y in data.get("labels", ()))
     folders = {root / "annotations" for root in roots.values()}
     # scored when any domain has its labelled test file (domains without one are reported as unlabelled)
     labelled = any((root / "annotations" / f"{d}_test.json").is_file() for d, root in roots.items())
     labelled_dir = folders.pop() if labelled and len(folders) == 1 else None
+    missing = sorted({str(r) for r in roots.values() if not (r / "annotations").is_dir()})
+    if labelled_dir is None and labelled_runs and missing:
+        warnings.warn(f"{method} seed {seed}: no local score written; the labelled test annotations under "
+                      f"{', '.join(missing)} are not reachable (moved data: pass --data-root)", stacklevel=2)
     return Submission(key, method, seed, predictions, labelled_dir, baseline, directory)
 
 
@@ -738,7 +763,8 @@ def score_markdown(sub: Submission, score: Mapping) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path) -> list[Submission]:
+def read_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path,
+                     data_root: Path | None = None) -> list[Submission]:
     """A submission for every trainval->test (method, seed) over Decathlon-layout domains.
 
     Each goes to ``<directory>/<group slug>/<method>_s<seed>/``; its local score uses the same S baseline
@@ -752,7 +778,8 @@ def read_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path) -> list
         baseline = choose_baseline(key, seed_stats(rows), table_domains(key, rows["domain"].unique()))
         for (method, seed), sel in rows.groupby(["method", "seed"], sort=True):
             target = directory / key.slug / f"{method}_s{int(seed)}"
-            out.append(read_submission(out_dir, key, str(method), int(seed), sel, baseline, target))
+            out.append(read_submission(out_dir, key, str(method), int(seed), sel, baseline, target,
+                                       data_root))
     return out
 
 
@@ -760,14 +787,17 @@ def read_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path) -> list
 
 
 def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
-               registry: Sequence[str] | None = None, workers: int | None = None) -> list[Path]:
+               registry: Sequence[str] | None = None, workers: int | None = None,
+               data_root: Path | None = None) -> list[Path]:
     """Write every table, policy figure and submission of `store` under ``<out_dir>/reports/``.
 
     `store` has ``jobs`` and ``policy`` DataFrames (:func:`decathlon.store.load_store`). `chosen_domain`
     picks the domain of the per-class policy figure (default: the first target domain with class data).
     Files of an earlier rendering that this one does not produce are removed from ``tables/``,
     ``figures/`` and ``submissions/``, so they always reflect the store (other folders, such as
-    ``reports/analysis/``, are left alone). Figures are drawn in `workers` forked processes (default:
+    ``reports/analysis/``, are left alone). `data_root`: the decathlon-1.0 folder of this command, for
+    submissions of runs whose recorded data root has moved. Figures are drawn in `workers` forked
+    processes (default:
     :func:`decathlon.figures.render_workers`; 1 draws them here). Returns the written paths, index
     (``reports/README.md``) last.
     """
@@ -779,7 +809,7 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     tables = build_tables(store.jobs, registry=registry)
     figures = policy_figures(store, chosen_domain=chosen_domain)
     pngs = render_pngs(figures, workers)
-    submissions = read_submissions(out_dir, store.jobs, reports / "submissions")
+    submissions = read_submissions(out_dir, store.jobs, reports / "submissions", data_root)
     written = []
     for table in tables:
         written += write_table(table, reports / "tables")

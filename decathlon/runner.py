@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import sys
+import threading
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,12 +32,15 @@ from decathlon.executors import (
     LocalExecutor,
     Outcome,
     SubmititExecutor,
+    Terminated,
     clear_run_dirs,
+    raise_on_sigterm,
     visible_gpus,
     worker_slots,
 )
-from decathlon.jobs import PRETRAIN, Job, build_plan, pretrain_job, waves
+from decathlon.jobs import PRETRAIN, Job, build_plan, pretrain_job, pretrained_path, waves, weights_digest
 from decathlon.methods import Method, all_methods
+from decathlon.preflight import check_plan, raise_problems
 from decathlon.progress import CACHED, DONE, FAILED, SKIPPED, format_seconds, make_progress
 from decathlon.suites import DECATHLON_FAMILY, EXTRA_FAMILY, SUITE_SETTINGS, domain_family, get_suite
 
@@ -62,6 +67,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                       help="pretrained backbone (harness or official file); --suite extra: ResNet-50 weights")
     data.add_argument("--extra-pretrained", type=Path,
                       help="ImageNet weights of the extra datasets' backbone with --suite all (torchvision)")
+    data.add_argument("--pretrained-deep", type=Path,
+                      help="weights of finetune-resnet101's deeper backbone on the extra datasets "
+                           "(ResNet-101, torchvision ImageNet state_dict)")
     settings = p.add_argument_group("settings (override the suite defaults)")
     settings.add_argument("--config", type=Path, help="YAML file of RunConfig overrides")
     settings.add_argument("--epochs", type=int)
@@ -308,7 +316,18 @@ def make_plan(args: argparse.Namespace, suite: str, out_dir: Path) -> tuple[tupl
         if "pretrained" in overrides:
             for values in roots.values():
                 values.pop("pretrained")
+    if args.pretrained_deep is not None:
+        if EXTRA_FAMILY not in families:
+            raise ConfigError("--pretrained-deep: the weights of finetune-resnet101's deeper backbone apply "
+                              "to the extra datasets, and none is selected")
+        if not args.pretrained_deep.is_file():
+            raise DataError(f"--pretrained-deep {args.pretrained_deep}: no such file (expected the "
+                            "ResNet-101 ImageNet weights)")
+        roots[EXTRA_FAMILY]["pretrained_deep"] = str(args.pretrained_deep.resolve())
     configs = {f: RunConfig.from_dict({**settings.overrides(f), **overrides, **roots[f]}) for f in families}
+    # jobs are named by the weights' content, not their path: a moved results folder keeps its jobs
+    configs = {f: c.replace(weights_digest=weights_digest(c.pretrained, c.pretrained_deep))
+               for f, c in configs.items()}
     pretrain = None
     if settings.pretrain is not None:
         base = configs.get(DECATHLON_FAMILY) or next(iter(configs.values()))
@@ -409,12 +428,15 @@ def failures_table(jobs: Sequence[Job], outcomes: Mapping[str, Outcome], out_dir
     return table
 
 
-def render_reports(out_dir: Path) -> list[Path]:
-    """Rebuild the store from the run dirs and render every report from it."""
+def render_reports(out_dir: Path, data_root: Path | None = None) -> list[Path]:
+    """Rebuild the store from the run dirs and render every report from it; `data_root` (a decathlon-1.0
+    folder or its parent) serves runs whose recorded data root has moved."""
+    from decathlon.data import decathlon_root
     from decathlon.report import render_all
     from decathlon.store import build_store
 
-    return render_all(out_dir, build_store(out_dir))
+    folder = decathlon_root(data_root) if data_root is not None else None
+    return render_all(out_dir, build_store(out_dir), data_root=folder)
 
 
 def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> int:
@@ -426,7 +448,7 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
         console.print(methods_table(all_methods()))
         return 0
     if args.report_only:
-        paths = render_reports(out_dir)
+        paths = render_reports(out_dir, args.data_root)
         console.print(f"reports: {len(paths)} files under {out_dir / 'reports'}")
         return 0
 
@@ -435,6 +457,9 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
 
     suite = resolve_suite(args, say)
     jobs, data_dir = make_plan(args, suite, out_dir)
+    # before anything runs or is written, and in the dry run: every problem that would fail jobs later
+    produced = {str(pretrained_path(j, out_dir)) for j in jobs if j.kind == PRETRAIN}
+    raise_problems(check_plan(jobs, data=data_dir is None, produced=produced))
     if args.analysis:  # checked before anything runs: a bad setting must not cost the main run first
         from decathlon.analysis import check_analysis, describe_analysis
 
@@ -462,7 +487,8 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
         outcomes = executor.execute(jobs, out_dir, tracker)
     counts = {s: sum(o.status == s for o in outcomes.values()) for s in (DONE, CACHED, FAILED, SKIPPED)}
     if not args.no_report:
-        paths = render_reports(out_dir)
+        data_root = generated_paths(data_dir)[0] if data_dir is not None else args.data_root
+        paths = render_reports(out_dir, data_root)
         say(f"reports: {len(paths)} files under {out_dir / 'reports'}")
     if args.analysis:  # after the reports (writes reports/analysis/); its failed sweep jobs count as failed
         from decathlon.analysis import run_analysis
@@ -480,13 +506,28 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``run_all.py``: one readable line on stderr for bad input (tracebacks with --debug)."""
     args = get_args_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    # a scheduler's SIGTERM unwinds like Ctrl-C: loader workers end, the command exits with a summary
+    previous = raise_on_sigterm() if main_thread else None
+    try:
+        return _main(args)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return run(args)
     except HarnessError as e:
         if args.debug:
             raise
-        print(f"run_all.py: error: {e}", file=sys.stderr)
+        for line in str(e).splitlines() or [""]:  # a preflight error: one line per problem
+            print(f"run_all.py: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("run_all.py: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"run_all.py: terminated ({e}); run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM

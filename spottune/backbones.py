@@ -27,7 +27,13 @@ from decathlon.errors import CheckpointError, ConfigError, UnknownNameError
 
 
 class Backbone(nn.Module):
-    """A network made of ``stem``, routable ``blocks``, ``head`` (-> pooled features) and ``classifier``."""
+    """A network made of ``stem``, routable ``blocks``, ``head`` (-> pooled features) and ``classifier``.
+
+    ``weights_source`` is the load report's answer to "were pretrained weights loaded?": the weights file
+    (or ``imagenet``) they came from, None for a random initialisation.
+    """
+
+    weights_source: str | None = None
 
     def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], head: nn.Module, classifier: nn.Linear):
         super().__init__()
@@ -287,6 +293,7 @@ def load_weights_file(backbone: Backbone, name: str, path: str | Path) -> None:
         load_matching(backbone, load_official_backbone(path).state_dict(), source=str(path))
     else:
         raise CheckpointError(f"{path}: not a harness checkpoint nor a torchvision state_dict for {name}")
+    backbone.weights_source = str(path)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,6 +342,7 @@ def create_backbone(name: str, num_classes: int, *, width: float = 1.0,
             raise ConfigError(f"weights='imagenet' is only available for {', '.join(TORCHVISION_WEIGHTS)}; "
                               f"for {name} pass the path of a pretrained checkpoint")
         load_torchvision_state(backbone, fetch_imagenet_state(name), source=f"torchvision {name} weights")
+        backbone.weights_source = "imagenet"
         return backbone
     load_weights_file(backbone, name, weights)
     return backbone

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,34 @@ def read_harness_checkpoint(path: str | Path) -> tuple[str, Any]:
         return "other", None
     if isinstance(content, dict) and content.get("format") == FORMAT:
         return "harness", _validated(content, path)
-    if isinstance(content, dict) and content and all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items()):
+    content, done = unwrap_state_dict(content)
+    if _is_state_dict(content):
+        if done:
+            warnings.warn(f"{path}: read as a state_dict after {' and '.join(done)}", stacklevel=2)
         return "state_dict", content
     return "other", None
+
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")  # common training-script wrappers
+DATA_PARALLEL_PREFIX = "module."  # what nn.DataParallel / DistributedDataParallel put before every key
+
+
+def _is_state_dict(content: Any) -> bool:
+    return isinstance(content, dict) and bool(content) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in content.items())
+
+
+def unwrap_state_dict(content: Any) -> tuple[Any, list[str]]:
+    """A state_dict out of the common wrappers, and what was done: ``{'state_dict': sd, ...}`` (or
+    ``model_state_dict``, ``model``, ``net``) is unwrapped and the ``module.`` prefix that DataParallel adds
+    to every key is removed. Anything else is returned unchanged with no step."""
+    done: list[str] = []
+    if isinstance(content, dict) and not _is_state_dict(content):
+        key = next((k for k in WRAPPER_KEYS if _is_state_dict(content.get(k))), None)
+        if key is not None:
+            content = content[key]
+            done.append(f"taking its {key!r} entry")
+    if _is_state_dict(content) and all(k.startswith(DATA_PARALLEL_PREFIX) for k in content):
+        content = {k[len(DATA_PARALLEL_PREFIX):]: v for k, v in content.items()}
+        done.append(f"removing the {DATA_PARALLEL_PREFIX!r} prefix of DataParallel")
+    return content, done

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from decathlon.errors import CheckpointError, HarnessError
+from decathlon.safe_pickle import INERT_GLOBALS, INERT_STATE_TYPES, PICKLE_ENCODING
 
 # ---------------------------------------------------------------------------------------------------------
 # the restricted unpickler
@@ -131,23 +132,16 @@ def _reconstruct(cls: Any, base: Any, state: Any) -> InertObject:
     return cls.__new__(cls)
 
 
-def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
-    """``_codecs.encode(str, "latin1")``: how protocol-2 pickles written by Python 3 store bytes."""
-    if not (isinstance(text, str) and encoding in ("latin1", "latin-1")):
-        raise CheckpointError(f"refused _codecs.encode({text!r:.40}, {encoding!r})")
-    return text.encode("latin1")
-
-
 def _no_backend(*args: Any) -> None:
     """PyTorch < 0.4 pickled each module's ``_backend`` as a call of this function; the value is unused."""
     return None
 
 
+# the harness's shared inert types (numpy scalars such as the training script's ``acc``, builtins, bytes),
+# plus what a pickled network needs
 SAFE_GLOBALS: Mapping[tuple[str, str], Any] = MappingProxyType({
+    **INERT_GLOBALS,
     ("collections", "OrderedDict"): OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("_codecs", "encode"): _latin1_bytes,
     ("copyreg", "_reconstructor"): _reconstruct,
     ("builtins", "object"): object,  # the base class argument of copyreg._reconstructor
     ("torch", "Size"): torch.Size,
@@ -230,6 +224,8 @@ class RestrictedUnpickler(pickle._Unpickler):
                 raise CheckpointError(f"{inst.qualified_name}: pickled state is a {type(state).__name__}, "
                                       "expected a dict")
             inst.pickled_state = {**inst.state(), **state}
+        elif isinstance(inst, INERT_STATE_TYPES):  # a numpy array's or dtype's plain-data state
+            inst.__setstate__(state)
         elif not isinstance(inst, torch.Tensor):
             raise CheckpointError(f"refused to set the state of a {type(inst).__name__} object")
 
@@ -290,7 +286,7 @@ def safe_load(path: str | Path) -> Any:
             warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
             warnings.filterwarnings("ignore", category=torch.serialization.SourceChangeWarning)
             return torch.load(f, map_location="cpu", pickle_module=RestrictedPickleModule,
-                              weights_only=False, mmap=False)
+                              weights_only=False, mmap=False, encoding=PICKLE_ENCODING)  # Python 2 files too
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except HarnessError:

@@ -263,7 +263,7 @@ def test_subset_and_drop_last(varied):
 def test_no_crop_needs_one_image_size(varied):
     dataset, cache_dir = varied
     opened = _open(dataset, cache_dir, Geometry(72, None))
-    with pytest.raises(DataError, match="different sizes"):
+    with pytest.raises(DataError, match=r"image\(s\) differ in size from the other .*\.\w+ \(\d+x\d+\)"):
         cache.CachedLoader(opened, Geometry(72, None), MEAN, STD, batch_size=2)
 
 
