@@ -137,7 +137,6 @@ ROWS: Mapping[str, Mapping[str, PublishedRow]] = MappingProxyType(
 )
 DECATHLON_TABLE: Mapping[str, Mapping[str, float]] = MappingProxyType(
     {row.method: row.accuracy for row in DECATHLON_ROWS})
-DECATHLON_SCORES: Mapping[str, float] = MappingProxyType({row.method: row.score for row in DECATHLON_ROWS})
 EXTRA_TABLE: Mapping[str, Mapping[str, float]] = MappingProxyType(
     {row.method: row.accuracy for row in EXTRA_ROWS})
 FINETUNE_BASELINE: Mapping[str, float] = DECATHLON_TABLE["finetune"]
@@ -168,4 +167,5 @@ def published_rows(family: str) -> Mapping[str, PublishedRow]:
 
 def decathlon_score(method: str) -> float | None:
     """The published Decathlon S-score of `method`, or None when the paper gives none."""
-    return DECATHLON_SCORES.get(method)
+    row = ROWS["decathlon"].get(method)
+    return None if row is None else row.score
