@@ -466,7 +466,8 @@ class DecathlonDataset(ImageListDataset):
 
             raise DataError(f"no images of {spec.name!r}: {images} does not exist; "
                             + (IMAGENET_HINT if spec.is_source else download_hint()))
-        _check_files_exist(self.file_paths, self.annotation_paths[-1])
+        for part, path in zip(parts, self.annotation_paths, strict=True):  # trainval: name the right file
+            _check_files_exist([self.root / f for f in part.file_names], path)
 
     def annotation_path(self, split: str) -> Path:
         return self.root / "annotations" / f"{self.spec.name}_{split}.json"

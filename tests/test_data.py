@@ -438,3 +438,13 @@ def test_datasets_pickle_for_spawned_dataloader_workers(tmp_path):
         copy = pickle.loads(pickle.dumps(ds))
         assert copy.spec == ds.spec and copy.image_ids == ds.image_ids and copy.labels == ds.labels
         assert copy[0][0].tobytes() == ds[0][0].tobytes()
+
+
+def test_a_missing_trainval_image_names_the_annotation_file_that_lists_it(mini_suite, tmp_path):
+    import shutil
+
+    root = tmp_path / "decathlon-1.0"
+    shutil.copytree(mini_suite.decathlon_root, root)
+    (root / "data" / "svhn" / "train" / "000005.jpg").unlink()
+    with pytest.raises(DataError, match=r"listed in .*svhn_train\.json are missing, e\.g\. .*000005\.jpg"):
+        build_dataset("svhn", root, "trainval", suite="mini")

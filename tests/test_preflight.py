@@ -53,6 +53,19 @@ def test_an_empty_data_root_exits_2_with_one_line_per_problem_and_writes_nothing
     assert not out.exists()
 
 
+@pytest.mark.parametrize("junk", [b"junk\n", bytes(range(256)) * 4], ids=["text", "binary"])
+def test_a_weights_file_of_junk_is_one_line_not_a_traceback(tmp_path, capsys, junk):
+    # torch's readers fail on junk bytes with any error (KeyError, IndexError, ...): one line per problem
+    weights, empty, out = tmp_path / "junk.pt", tmp_path / "empty", tmp_path / "results"
+    weights.write_bytes(junk)
+    empty.mkdir()
+    assert runner.main(["--suite", "decathlon", "--data-root", str(empty), "--pretrained", str(weights),
+                        "--out", str(out)]) == 2
+    lines = _errors(capsys.readouterr().err)
+    assert len(lines) == 2 and any(str(weights) in line and "cannot be read" in line for line in lines)
+    assert not out.exists()
+
+
 def test_weights_with_another_classifier_are_refused_before_any_job(mini_suite, tmp_path, capsys):
     wrong = tmp_path / "resnet26-10-classes.pt"
     save_checkpoint(wrong, model_state=create_backbone("resnet26", 10).state_dict(), config={})
