@@ -119,9 +119,9 @@ def _generate(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace) -> int:
     from decathlon.score import score_submission
 
-    result = score_submission(args.submission, args.annotations, baseline=_read_baseline(args.baseline))
-    if args.baseline is not None:
-        result["baseline"] = f"the accuracies in {args.baseline}"
+    name = None if args.baseline is None else f"the accuracies in {args.baseline}"
+    result = score_submission(args.submission, args.annotations, baseline=_read_baseline(args.baseline),
+                              baseline_name=name)
     if args.json:
         print(json.dumps(result))
     else:

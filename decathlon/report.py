@@ -730,8 +730,8 @@ def write_submission_files(sub: Submission) -> list[Path]:
     if own and sub.baseline.usable:
         written.append(atomic_write_json(sub.directory / BASELINE_FILE, baseline))
     if sub.labelled_dir is not None and sub.baseline.usable:
-        score = score_submission(results, sub.labelled_dir, baseline=baseline)
-        score["baseline"] = sub.baseline.description
+        score = score_submission(results, sub.labelled_dir, baseline=baseline,
+                                 baseline_name=sub.baseline.description)
         written.append(atomic_write_json(sub.directory / "score.json", score))
         markdown = score_markdown(sub, score)
         written.append(atomic_write_text(sub.directory / "score.md", markdown))

@@ -230,7 +230,8 @@ def _read_test_sets(directory: Path) -> dict[str, _TestSet]:
 
 
 def score_submission(submission_path: str | os.PathLike, annotations_dir: str | os.PathLike, *,
-                     baseline: Mapping[str, float] | None = None) -> dict[str, Any]:
+                     baseline: Mapping[str, float] | None = None,
+                     baseline_name: str | None = None) -> dict[str, Any]:
     """Score a ``results.json`` (or its zip) against the ``<domain>_test.json`` files in `annotations_dir`.
 
     Returns ``{"domains": {name: {"accuracy": % or None, "points": float, "images": M, "unpredicted": N}},
@@ -238,7 +239,8 @@ def score_submission(submission_path: str | os.PathLike, annotations_dir: str | 
     published Fine-tuning, real Decathlon annotations only). Test images without a prediction count as
     errors (``unpredicted`` of ``images``); baseline domains without any prediction score 0, have no
     accuracy (None) and are listed in ``missing``. Predictions for domains outside the baseline are checked
-    but not scored (``unscored``); predictions for domains with only ``<domain>_test_stripped.json`` (no
+    but not scored (``unscored``); ``baseline`` is `baseline_name` (default: a description of
+    `baseline`); predictions for domains with only ``<domain>_test_stripped.json`` (no
     labels) are not scored either (``unlabelled``). DataError for unreadable or inconsistent input, for a
     baseline naming a domain without test annotations in `annotations_dir`, and for generated annotations
     scored without a `baseline` (their S would be measured against the real Decathlon's Fine-tuning).
@@ -290,7 +292,8 @@ def score_submission(submission_path: str | os.PathLike, annotations_dir: str | 
     counted = {d: 0 for d in tests}
     for image_id in predicted:
         counted[owner[image_id]] += 1
-    description = BASELINE_DESCRIPTION if baseline is None else "the given baseline accuracies"
+    default_name = BASELINE_DESCRIPTION if baseline is None else "the given baseline accuracies"
+    description = baseline_name or default_name
     baseline = FINETUNE_BASELINE if baseline is None else baseline
     result = s_score({d: a for d, a in accuracy.items() if d in baseline}, baseline)
     images = {d: len(tests[d].labels) if d in tests else 0 for d in result.points}
