@@ -1,6 +1,6 @@
 """Policy figures of the routing methods (SpotTune and its variants), from the results store.
 
-Three figures per routing method and table group (:class:`decathlon.report.GroupKey`), each saved as a
+Three figures per routing method and table group (:class:`decathlon.groups.GroupKey`), each saved as a
 PNG with the data behind it as a CSV of the same name:
 
 - ``blocks``: heatmap domains x blocks of the fraction of images that take the fine-tuned path;
@@ -38,8 +38,8 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
 from decathlon.errors import DataError, UnknownNameError
+from decathlon.groups import GroupKey, domain_label, group_jobs, is_source, table_domains
 from decathlon.io import atomic_write_bytes, atomic_write_text
-from decathlon.report import GroupKey, domain_label, group_jobs, is_source, table_domains
 
 POLICY_KINDS = ("block", "histogram", "class_block")
 DPI = 100  # PNG resolution; the figures are read on screen

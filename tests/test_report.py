@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -546,3 +548,14 @@ def test_bad_input_fails_before_anything_is_written(tmp_path, mini_suite):
     with pytest.raises(UnknownNameError, match="no-such-domain"):
         render_all(tmp_path, routing_store(), chosen_domain="no-such-domain", registry=REGISTRY)
     assert not (tmp_path / "reports").exists()
+
+
+def test_figures_do_not_import_the_report_module():
+    # the table groups live in decathlon.groups, which both import: no cycle report <-> figures
+    code = ("import sys, decathlon.figures, decathlon.report as r, decathlon.groups as g; "
+            "assert r.GroupKey is g.GroupKey and r.group_jobs is g.group_jobs; "
+            "del sys.modules['decathlon.report'], sys.modules['decathlon.figures']; "
+            "import decathlon.figures; print('decathlon.report' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert out.stdout.strip() == "False"
