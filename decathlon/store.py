@@ -7,8 +7,9 @@ never have to coordinate writes to a shared file). :func:`build_store` scans ``<
 
 - ``jobs``: one row per finished job, every ``result.json`` key plus ``job_id`` (the run dir relative to
   ``<out>/runs``) and ``run_dir`` (absolute path); ``top1`` is empty (NaN) for a job evaluated on a split
-  without labels; ``settings`` (the run's settings, :meth:`decathlon.config.RunConfig.settings`) is a
-  JSON object in text form;
+  without labels; ``gflops_per_image`` (inference cost, :mod:`decathlon.flops`) is empty (NaN, never 0)
+  for runs written before it was measured; ``settings`` (the run's settings,
+  :meth:`decathlon.config.RunConfig.settings`) is a JSON object in text form;
 - ``policy``: long format, one row per recorded routing statistic: ``job_id, method, domain, seed, kind,
   class_index, index, value`` with kind ``block`` (fraction of images on the fine-tuned path per block),
   ``histogram`` (fraction of images with `index` fine-tuned blocks) or ``class_block`` (the per-block
@@ -36,8 +37,8 @@ POLICY_FILE = "policy.csv"
 # a result carries is kept after these.
 RESULT_COLUMNS = (
     "suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split", "config_hash",
-    "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s", "images_per_s", "epochs",
-    "code_version", "settings",
+    "top1", "loss", "params_total", "params_trainable", "par", "gflops_per_image", "wall_time_s",
+    "images_per_s", "epochs", "code_version", "settings",
 )
 JOB_COLUMNS = RESULT_COLUMNS + ("job_id", "run_dir")
 POLICY_COLUMNS = ("job_id", "method", "domain", "seed", "kind", "class_index", "index", "value")

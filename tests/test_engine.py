@@ -3,6 +3,7 @@ schedules, balanced subsets, evaluation-only jobs (source domain, SpotTune runni
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -13,16 +14,19 @@ import torch
 
 from decathlon.config import RunConfig
 from decathlon.data import build_dataset
-from decathlon.engine import CHECKPOINT, STREAMS, balanced_subset, derive_seed, job_seed, run
+from decathlon.domains import get_domain
+from decathlon.engine import CHECKPOINT, STREAMS, balanced_subset, build_data, derive_seed, job_seed, run
 from decathlon.errors import CheckpointError, ConfigError
-from decathlon.methods import all_methods
+from decathlon.flops import gflops_per_image
+from decathlon.methods import all_methods, get_method
 from decathlon.schedules import build_scheduler, lr_factor
 from spottune.backbones import create_backbone
 from spottune.checkpoint import save_checkpoint
+from spottune.policy import decathlon_policy_net
 
 RESULT_KEYS = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split",
                "config_hash", "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s",
-               "images_per_s", "epochs", "code_version"}
+               "images_per_s", "epochs", "code_version", "gflops_per_image"}
 
 
 def _config(mini_suite, method: str, **kw) -> RunConfig:
@@ -52,6 +56,7 @@ def test_run_directory_for_every_method(name, mini_suite, tmp_path):
     assert result["method"] == name and result["eval_split"] == "val" and result["protocol"] == "train->val"
     assert 0.0 <= result["top1"] <= 100.0 and math.isfinite(result["loss"])
     assert 0 < result["params_trainable"] <= result["params_total"] and result["par"] > 0.9
+    assert isinstance(result["gflops_per_image"], float) and result["gflops_per_image"] > 0
     assert json.loads((tmp_path / "result.json").read_text()) == result
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["config"]["method"] == name and saved["code_version"] == result["code_version"]
@@ -179,6 +184,13 @@ def test_running_ft_evaluates_spottune_checkpoint(reference_run, mini_suite, tmp
     assert result["epochs"] == 0 and result["par"] > 2.0
     policy = json.loads((tmp_path / "ft" / "policy.json").read_text())
     assert policy["block_fraction"] == [1.0] * 12 and policy["histogram"][-1] == 1.0
+    # the same network without its policy network: the difference is the policy network's cost
+    spottune_cost = json.loads((reference / "result.json").read_text())["gflops_per_image"]
+    with contextlib.closing(build_data(ft, get_domain(ft.domain, "mini"), torch.device("cpu"), None,
+                                       train=False)) as data:
+        images = next(iter(data.eval_loader))[0][:2]
+    policy_net = gflops_per_image(get_method("finetune"), decathlon_policy_net(12, width=0.25), images)
+    assert spottune_cost - result["gflops_per_image"] == pytest.approx(policy_net, rel=1e-9)
     with pytest.raises(ConfigError, match="source_run_dir"):
         run(ft, tmp_path / "missing")
     unfinished = tmp_path / "unfinished"

@@ -113,3 +113,15 @@ def test_malformed_policy_names_the_file(out):
     with pytest.raises(DataError, match="block values must be a list") as info:
         scan_runs(out)
     assert str(run_dir / "policy.json") in str(info.value)
+
+
+def test_inference_cost_column_is_missing_for_old_runs_never_zero(tmp_path):
+    _write_run(tmp_path, "finetune", "svhn", 0, 50.0)  # written before the cost was measured
+    new = _write_run(tmp_path, "finetune", "dtd", 0, 40.0)
+    result = json.loads((new / "result.json").read_text())
+    (new / "result.json").write_text(json.dumps(result | {"gflops_per_image": 0.125}))
+    for store in (build_store(tmp_path), load_store(tmp_path)):
+        cost = store.jobs.set_index("domain")["gflops_per_image"]
+        assert cost["dtd"] == 0.125 and pd.isna(cost["svhn"])
+    (new / "result.json").write_text(json.dumps(result))  # no run has it: the column is still there
+    assert build_store(tmp_path).jobs["gflops_per_image"].isna().all()
