@@ -556,6 +556,12 @@ def policy_stats(policy: torch.Tensor, labels: Sequence[int]) -> dict[str, Any]:
             "per_class": per_class, "per_class_histogram": per_class_hist}
 
 
+def image_blocks(policy: torch.Tensor) -> list[str]:
+    """Per-image routing of hard decisions `policy` (images, blocks) as texts of one character per block,
+    "1" = fine-tuned path (block 1 first), e.g. "000111000111"; in the order of ``predictions.json``."""
+    return ["".join("1" if v else "0" for v in row) for row in (policy > 0.5).tolist()]
+
+
 # ------------------------------------------------------------------------------------------ run directory
 
 
@@ -613,7 +619,11 @@ def _write_outputs(run_dir: Path, method: Method, data: Data, evaluation: Evalua
         "image_ids": image_ids, "predicted": evaluation.predicted, "labels": evaluation.labels, **categories},
         indent=None)
     if method.routing and evaluation.policy is not None:
-        atomic_write_json(run_dir / "policy.json", policy_stats(evaluation.policy, evaluation.labels))
+        stats = policy_stats(evaluation.policy, evaluation.labels)
+        classes = getattr(data.eval, "classes", None)  # class names from the annotations, index = class
+        names = {"classes": list(classes)} if classes else {}
+        atomic_write_json(run_dir / "policy.json",
+                          {**stats, **names, "image_blocks": image_blocks(evaluation.policy)})
 
 
 # -------------------------------------------------------------------------------------------------- run

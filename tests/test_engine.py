@@ -75,6 +75,12 @@ def test_run_directory_for_every_method(name, mini_suite, tmp_path):
         assert len(policy["block_fraction"]) == 12 and len(policy["histogram"]) == 13
         assert sum(policy["histogram"]) == pytest.approx(1.0)
         assert set(policy["per_class"]) == {str(c) for c in range(10)}
+        assert policy["classes"] == list(val.classes) and len(policy["classes"]) == 10  # names, by index
+        blocks = policy["image_blocks"]  # per image, in predictions.json order
+        assert len(blocks) == len(val) and {len(b) for b in blocks} == {12}
+        assert set("".join(blocks)) <= {"0", "1"}
+        per_block = [sum(b[k] == "1" for b in blocks) / len(blocks) for k in range(12)]
+        assert per_block == pytest.approx(policy["block_fraction"])
 
 
 def test_trainval_test_protocol_evaluates_on_test(mini_suite, tmp_path):
