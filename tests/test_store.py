@@ -69,6 +69,16 @@ def test_policy_is_long_format(out):
     assert per_class[per_class.class_index == 0]["value"].tolist() == [0.5, 0.5, 1.0]
     assert len(policy) == 3 + 4 + 6
     assert set(policy["method"]) == {"spottune"} and set(policy["domain"]) == {"dtd"}
+    assert policy["class_name"].isna().all()  # a run without recorded names: none invented
+
+
+def test_policy_rows_carry_the_class_names(tmp_path):
+    _write_run(tmp_path, "spottune", "dtd", 0, 40.0, policy=POLICY | {"classes": ["banded", "zigzag"]})
+    for store in (build_store(tmp_path), load_store(tmp_path)):
+        per_class = store.policy[store.policy.kind == "class_block"]
+        assert dict(zip(per_class["class_index"], per_class["class_name"], strict=True)) == {
+            0: "banded", 1: "zigzag"}
+        assert store.policy.loc[store.policy.kind == "block", "class_name"].isna().all()
 
 
 def test_saved_csvs_load_back_equal(out):
