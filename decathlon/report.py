@@ -17,6 +17,7 @@ footnote, and it is left out of means and S (marked partial).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -28,7 +29,8 @@ from pathlib import Path
 import pandas as pd
 
 from decathlon.errors import DataError
-from decathlon.figures import policy_figures, render_pngs, save_figures
+from decathlon.explorer import explorer_outputs
+from decathlon.figures import policy_outputs, render_figures, save_figures, tradeoff_figure
 from decathlon.groups import (  # noqa: F401  (defined there since figures.py needs them too; importable here)
     FAMILIES,
     FAMILY_TITLES,
@@ -51,7 +53,7 @@ from decathlon.score import s_score, score_submission, write_submission
 
 BASELINE_METHOD = "finetune"  # the method whose results are the S baseline on non-real suites
 OWNED_FOLDERS = ("tables", "figures", "submissions")  # under reports/: stale files here are removed
-REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".json", ".zip")  # the kinds of file render_all writes
+REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".pdf", ".json", ".zip")  # what render_all writes
 PARTIAL = "*"  # marks a mean / S / #par computed over fewer domains than the table has
 UNLABELLED = "†"  # marks a cell whose evaluation split has no labels (no accuracy)
 MISSING_MD, MISSING_TEX = "–", "--"
@@ -625,6 +627,46 @@ def read_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path,
     return out
 
 
+# ------------------------------------------------------------------------------------------ trade-off
+
+
+def tradeoff_data(key: GroupKey, rows: pd.DataFrame, *,
+                  registry: Sequence[str] | None = None) -> tuple[pd.DataFrame, str]:
+    """Per method of one group (registry order): ``score`` (the table's S, or its mean accuracy over the
+    domains when the group has no S baseline), ``par`` (the table's #par) and ``gflops`` (GFLOPs per
+    image at evaluation, :mod:`decathlon.flops`: mean over seeds and the target domains; NaN when the
+    runs did not record it). Returns the table and the score's name."""
+    rows, _ = dedupe(rows)
+    domains = table_domains(key, rows["domain"].unique())
+    stats = seed_stats(rows)
+    baseline = choose_baseline(key, stats, domains)
+    score = "S (Decathlon score)" if baseline.usable else "mean top-1 accuracy (%)"
+    cost = pd.to_numeric(rows["gflops_per_image"], errors="coerce") if "gflops_per_image" in rows else None
+    targets = rows["domain"].map(lambda d: not is_source(d))
+    out = {}
+    for method in method_order(rows["method"].unique(), registry):
+        cells = [stats.get((method, d), EMPTY) for d in domains]
+        accuracy = {d: c.mean for d, c in zip(domains, cells, strict=True) if c.mean is not None}
+        value = s_cell(accuracy, baseline) if baseline.usable else _mean_cell([c.mean for c in cells])
+        mine = (rows["method"] == method) & targets
+        gflops = float(cost[mine].mean()) if cost is not None and cost[mine].notna().any() else math.nan
+        par = par_cell(rows[rows["method"] == method], domains).mean
+        out[method] = {"score": math.nan if value.mean is None else value.mean,
+                       "par": math.nan if par is None else par, "gflops": gflops}
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis("method"), score
+
+
+def tradeoff_figures(jobs: pd.DataFrame, *, registry: Sequence[str] | None = None) -> list:
+    """One trade-off figure (:func:`decathlon.figures.tradeoff_figure`) per table group with at least two
+    methods that have a score."""
+    figures = []
+    for key, rows in group_jobs(jobs):
+        data, score = tradeoff_data(key, rows, registry=registry)
+        if data["score"].notna().sum() >= 2:
+            figures.append(tradeoff_figure(key, data, score))
+    return figures
+
+
 # -------------------------------------------------------------------------------------------- render
 
 
@@ -634,7 +676,10 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     """Write every table, policy figure and submission of `store` under ``<out_dir>/reports/``.
 
     `store` has ``jobs`` and ``policy`` DataFrames (:func:`decathlon.store.load_store`). `chosen_domain`
-    picks the domain of the per-class policy figure (default: the first target domain with class data).
+    limits the per-class policy figures and the policy explorer to one domain (default: every routed
+    domain). Figures (:mod:`decathlon.figures`, :mod:`decathlon.explorer`) are written as PDF and PNG with
+    their CSV; the README lists, instead of a figure, why a figure that would carry no information is
+    left out.
     Files of an earlier rendering that this one does not produce are removed from ``tables/``,
     ``figures/`` and ``submissions/``, so they always reflect the store (other folders, such as
     ``reports/analysis/``, are left alone). `data_root`: the decathlon-1.0 folder of this command, for
@@ -647,34 +692,43 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     reports = out_dir / "reports"
     # read and check everything first, so that bad input fails before any file is written
     tables = build_tables(store.jobs, registry=registry)
-    figures = policy_figures(store, chosen_domain=chosen_domain)
-    pngs = render_pngs(figures, workers)
+    figures, notes = policy_outputs(store, chosen_domain=chosen_domain)
+    explorer, explorer_notes = explorer_outputs(store, functools.partial(run_dir_of, out_dir),
+                                                data_root=data_root, chosen_domain=chosen_domain)
+    figures += explorer + tradeoff_figures(store.jobs, registry=registry)
+    rendered = render_figures(figures, workers)
     submissions = read_submissions(out_dir, store.jobs, reports / "submissions", data_root)
     written = []
     for table in tables:
         written += write_table(table, reports / "tables")
-    figure_paths = save_figures(figures, pngs, reports / "figures")
+    figure_paths = save_figures(figures, rendered, reports / "figures")
     written += figure_paths
     for submission in submissions:
         written += write_submission_files(submission)
-    index = index_markdown(tables, figure_paths, written, reports)
+    index = index_markdown(tables, figure_paths, written, reports, notes=notes + explorer_notes)
     written.append(atomic_write_text(reports / "README.md", index))
     _remove_stale(reports, written)
     return written
 
 
 def index_markdown(tables: Sequence[Table], figures: Sequence[Path], written: Sequence[Path],
-                   reports: Path) -> str:
-    """The reports' front page: every table inline, every figure linked, the submission files listed."""
+                   reports: Path, *, notes: Sequence[str] = ()) -> str:
+    """The reports' front page: every table inline, every figure linked (PNG shown, PDF beside it), the
+    figures left out with their reason (`notes`), the submission files listed."""
     parts = ["# Results", ""]
     if not tables:
         parts += ["The results store has no finished jobs yet.", ""]
     for table in tables:
         parts += [to_markdown(table)]
     pngs = [p for p in figures if p.suffix == ".png"]
-    if pngs:
-        parts += ["## Policy figures", ""]
-        parts += [f"![{p.stem}]({p.relative_to(reports).as_posix()})" for p in pngs] + [""]
+    if pngs or notes:
+        parts += ["## Figures", "", "Each figure as PNG (shown) and vector PDF, beside the CSV of its data.",
+                  ""]
+        for png in pngs:
+            link = png.relative_to(reports).as_posix()
+            parts += [f"![{png.stem}]({link}) ([PDF]({link[:-len('.png')]}.pdf))", ""]
+    if notes:
+        parts += ["Not drawn (no information):", ""] + [f"- {note}" for note in notes] + [""]
     subs = [p for p in written if "submissions" in p.parts]
     if subs:
         parts += ["## Submissions", ""] + [f"- `{p.relative_to(reports).as_posix()}`" for p in subs] + [""]

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS
 from decathlon.errors import DataError, UnknownNameError
-from decathlon.figures import class_usage, plot_class_usage, policy_figures, render_pngs
+from decathlon.figures import class_usage, plot_class_usage, policy_figures, render_figures
 from decathlon.io import atomic_write_json
 from decathlon.report import (
     Cell,
@@ -86,7 +87,8 @@ def policy_rows(job: dict, *, classes: int, blocks: int = BLOCKS) -> list[dict]:
     """Routing statistics of one job: per block, histogram 0..blocks, per class x block."""
     ident = {k: job[k] for k in ("job_id", "method", "domain", "seed")}
     rows = [dict(ident, kind="block", class_index=-1, index=b, value=b / blocks) for b in range(blocks)]
-    rows += [dict(ident, kind="histogram", class_index=-1, index=c, value=1.0 if c == blocks // 2 else 0.0)
+    spread = {blocks // 2: 0.75, blocks // 2 + 1: 0.25}  # a quarter of the images tune one block more
+    rows += [dict(ident, kind="histogram", class_index=-1, index=c, value=spread.get(c, 0.0))
              for c in range(blocks + 1)]
     rows += [dict(ident, kind="class_block", class_index=k, index=b, value=(k + b) % 2)
              for k in range(classes) for b in range(blocks)]
@@ -322,10 +324,17 @@ def test_policy_figures_and_the_data_behind_them(tmp_path):
     paths = render_all(tmp_path, routing_store(), registry=REGISTRY)
     figures = tmp_path / "reports" / "figures"
     stem = "decathlon_train-val_faithful-faithful_spottune"
-    for name in ("blocks", "finetuned", "classes-aircraft"):  # aircraft: first target domain in paper order
-        png, data = figures / f"{stem}_{name}.png", figures / f"{stem}_{name}.csv"
-        assert png in paths and data in paths
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a per-class figure for every routed domain, not only the first
+    for name in ("blocks", "finetuned", *(f"classes-{d}" for d in DECATHLON_COLUMNS)):
+        png, pdf, data = (figures / f"{stem}_{name}.{suffix}" for suffix in ("png", "pdf", "csv"))
+        assert {png, pdf, data} <= set(paths)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    with Image.open(figures / f"{stem}_blocks.png") as png:  # 200 dpi, recorded and real
+        assert png.info["dpi"] == pytest.approx((200, 200), abs=0.1)
+        width_in, height_in = policy_figures(routing_store())[0].figure.get_size_inches()
+        assert png.size == (round(width_in * 200), round(height_in * 200))
+    readme = (tmp_path / "reports" / "README.md").read_text()
+    assert f"figures/{stem}_blocks.png" in readme and f"figures/{stem}_blocks.pdf" in readme
     blocks = pd.read_csv(figures / f"{stem}_blocks.csv", index_col=0)
     assert blocks.shape == (10, BLOCKS) and list(blocks.index) == list(DECATHLON_COLUMNS)
     assert list(blocks.columns) == [str(b) for b in range(1, BLOCKS + 1)]  # blocks numbered 1..L
@@ -339,18 +348,20 @@ def test_policy_figures_and_the_data_behind_them(tmp_path):
     assert not any("finetune_" in p.name for p in paths if p.parent == figures)  # no policy: no figure
 
 
-def test_figures_drawn_in_worker_processes_are_the_same_pngs():
-    figures = policy_figures(routing_store()) * 2  # 6 figures: enough for 2 workers
-    parallel = render_pngs(figures, workers=2)
+def test_figures_drawn_in_worker_processes_are_the_same_files():
+    figures = policy_figures(routing_store())[:3] * 2  # 6 figures: enough for 2 workers
+    parallel = render_figures(figures, workers=2)
     assert not any("figure" in f.__dict__ for f in figures)  # drawn in the workers, not here
-    serial = render_pngs(figures, workers=1)
+    serial = render_figures(figures, workers=1)
     assert all("figure" in f.__dict__ for f in figures)
-    assert len(parallel) == 6 and all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in parallel)
-    assert parallel == serial and parallel[0] != parallel[1]
+    assert len(parallel) == 6 and all(r["png"][:8] == b"\x89PNG\r\n\x1a\n" for r in parallel)
+    assert all(r["pdf"][:5] == b"%PDF-" for r in parallel)
+    assert parallel == serial and parallel[0] != parallel[1]  # PDFs too: no creation date in them
 
 
 def test_policy_heatmaps_are_labelled_annotated_and_on_a_fixed_scale():
     figures = {f.name.rsplit("_", 1)[1]: f for f in policy_figures(routing_store())}
+    assert figures["blocks"].title.startswith("Visual Decathlon (decathlon, train->val): spottune")
     blocks = figures["blocks"]
     ax, cbar = blocks.figure.axes[:2]
     assert "block index" in ax.get_xlabel() and ax.get_ylabel() == "domain"
@@ -380,7 +391,7 @@ def test_chosen_domain_for_per_class_figure(tmp_path):
     store = routing_store()
     paths = render_all(tmp_path, store, chosen_domain="svhn", registry=REGISTRY)
     classes = [p for p in paths if "classes-" in p.name]
-    assert {p.name.split("classes-")[1] for p in classes} == {"svhn.png", "svhn.csv"}
+    assert {p.name.split("classes-")[1] for p in classes} == {"svhn.png", "svhn.pdf", "svhn.csv"}
     assert pd.read_csv([p for p in classes if p.suffix == ".csv"][0], index_col=0).shape == (3, BLOCKS)
     with pytest.raises(UnknownNameError, match="no-such-domain"):
         render_all(tmp_path, store, chosen_domain="no-such-domain", registry=REGISTRY)
