@@ -570,3 +570,85 @@ def test_figures_do_not_import_the_report_module():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert out.stdout.strip() == "False"
+
+
+def constant_store() -> Store:
+    """spottune (image-dependent), running-ft (all ones), Global-k (6 blocks, the same for every class),
+    random-policy (random): three domains, class names recorded for spottune."""
+    jobs, policy = [], []
+    for shift, d in enumerate(("aircraft", "dtd", "svhn")):
+        for method in ("finetune", "spottune", "spottune-running-ft", "spottune-global-k", "random-policy"):
+            row = job_row("mini", method, d, 0, 60.0, protocol="train->val") | {"gflops_per_image": 0.5}
+            jobs.append(row)
+            ident = {k: row[k] for k in ("job_id", "method", "domain", "seed")}
+            if method == "finetune":
+                continue
+            if method == "spottune-running-ft":
+                usage = {k: [1.0] * BLOCKS for k in range(3)}
+            elif method == "spottune-global-k":
+                usage = {k: [float((b + shift) % BLOCKS < 6) for b in range(BLOCKS)] for k in range(3)}
+            else:
+                usage = {k: [(k + b) % 3 / 2 for b in range(BLOCKS)] for k in range(3)}
+            fraction = [sum(u[b] for u in usage.values()) / 3 for b in range(BLOCKS)]
+            tuned = round(sum(fraction))
+            hist = [1.0 if c == tuned else 0.0 for c in range(BLOCKS + 1)]
+            if method in ("spottune", "random-policy"):
+                hist = [0.5 if c in (tuned - 1, tuned + 1) else 0.0 for c in range(BLOCKS + 1)]
+            names = {0: "banded", 1: "dotted", 2: "zigzagged"} if method == "spottune" else {}
+            series = [("block", -1, fraction, None), ("histogram", -1, hist, None)]
+            series += [("class_block", k, values, names.get(k)) for k, values in usage.items()]
+            policy += [dict(ident, kind=kind, class_index=k, index=i, value=v, class_name=name)
+                       for kind, k, values, name in series for i, v in enumerate(values)]
+    return store_of(pd.DataFrame(jobs), pd.DataFrame(policy))
+
+
+def test_no_figure_without_information_and_a_readme_line_instead(tmp_path):
+    paths = render_all(tmp_path, constant_store())
+    names = {p.name for p in paths if p.parent.name == "figures"}
+    stem = "mini-decathlon_train-val_faithful-faithful"
+    assert not any(n.startswith(f"{stem}_spottune-running-ft_") for n in names)  # the all-ones heatmap
+    assert f"{stem}_spottune-global-k_blocks.png" in names  # which 6 blocks: information
+    assert not any(n.startswith((f"{stem}_spottune-global-k_finetuned", f"{stem}_spottune-global-k_classes"))
+                   for n in names)
+    assert not any("random-policy_classes" in n for n in names)  # random routing: per-class noise only
+    assert {f"{stem}_spottune_classes-{d}.pdf" for d in ("aircraft", "dtd", "svhn")} <= names
+    readme = (tmp_path / "reports" / "README.md").read_text()
+    assert ("- `spottune-running-ft` (Visual Decathlon, mini, train->val): every image of every domain "
+            "takes the fine-tuned path in all 12 blocks; no policy figure is drawn") in readme
+    assert "every image of every domain fine-tunes exactly 6 blocks" in readme
+    assert "every class has the same per-block usage on Airc., DTD, SVHN" in readme
+    assert "`random-policy` (Visual Decathlon, mini, train->val): routing drawn at random" in readme
+
+
+def test_per_class_figures_are_labelled_with_the_class_names(tmp_path):
+    figure = next(f for f in policy_figures(constant_store()) if f.name.endswith("spottune_classes-dtd"))
+    ax = figure.figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["banded", "dotted", "zigzagged"]
+    assert ax.get_ylabel() == "class"
+    assert figure.data["class_name"].tolist() == ["banded", "dotted", "zigzagged"]  # in the CSV too
+    assert "Visual Decathlon (mini, train->val): spottune" in figure.title and "DTD" in figure.title
+
+
+def test_tradeoff_figure_one_labelled_point_per_method(tmp_path):
+    jobs = golden_jobs().assign(gflops_per_image=lambda f: f["method"].map(
+        {"finetune": 1.7, "spottune": 2.1, "feature-extractor": 1.7}))
+    jobs = jobs.drop(columns="run_dir")  # no run directories: no submissions
+    paths = render_all(tmp_path, store_of(jobs), registry=REGISTRY)
+    stem = tmp_path / "reports" / "figures" / "decathlon_trainval-test_faithful-faithful_tradeoff"
+    assert {stem.with_suffix(s) for s in (".pdf", ".png", ".csv")} <= set(paths)
+    data = pd.read_csv(stem.with_suffix(".csv"), index_col=0)
+    assert list(data.index) == ["feature-extractor", "finetune", "spottune"]  # registry order
+    assert data.loc["finetune", "score"] == pytest.approx(2500.0)  # S against the published Fine-tuning
+    assert data.loc["spottune", "gflops"] == pytest.approx(2.1) and data.loc["finetune", "par"] > 9
+    figure = tradeoff_figure_of(jobs)
+    for ax in figure.axes:
+        assert sorted(t.get_text() for t in ax.texts if t.get_text() in data.index) == sorted(data.index)
+        assert ax.get_ylabel() == "S (Decathlon score)"
+    assert "GFLOPs per image" in figure.axes[1].get_xlabel() and "#par" in figure.axes[0].get_xlabel()
+
+
+def tradeoff_figure_of(jobs: pd.DataFrame):
+    from decathlon.report import tradeoff_figures
+
+    (figure,) = tradeoff_figures(jobs, registry=REGISTRY)
+    return figure.figure
