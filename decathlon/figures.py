@@ -392,7 +392,10 @@ def plot_tradeoff(data: pd.DataFrame, title: str, score: str) -> Figure:
             ax.set_ylim(sel["score"].min() - margin_y, sel["score"].max() + margin_y)
         label_points(ax, sel[column].tolist(), sel["score"].tolist(), [str(m) for m in sel.index])
         left_out = [str(m) for m in data.index if m not in sel.index]
-        if left_out:
+        if sel.empty:
+            ax.text(0.5, 0.5, "no method has a value here\n(runs written before it was recorded)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.4")
+        elif left_out:
             ax.text(0.01, 0.01, "no value: " + ", ".join(left_out), transform=ax.transAxes, fontsize=6,
                     color="0.4", va="bottom")
         ax.set_xlabel(xlabel)

@@ -18,6 +18,7 @@ from PIL import Image
 
 from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS
 from decathlon.errors import DataError, UnknownNameError
+from decathlon.explorer import EXPLORER_IMAGES, explorer_outputs
 from decathlon.figures import class_usage, plot_class_usage, policy_figures, render_figures
 from decathlon.io import atomic_write_json
 from decathlon.report import (
@@ -652,3 +653,39 @@ def tradeoff_figure_of(jobs: pd.DataFrame):
 
     (figure,) = tradeoff_figures(jobs, registry=REGISTRY)
     return figure.figure
+
+
+def test_policy_explorer_grid_of_the_most_and_fewest_fine_tuned_images(tmp_path, mini_suite):
+    from decathlon.data import build_dataset
+
+    root = mini_suite.decathlon_root
+    val = build_dataset("dtd", root, "val", suite="mini")
+    blocks = ["1" * (i % 13) + "0" * (BLOCKS - i % 13) for i in range(len(val))]  # 0..12 tuned blocks
+    row = job_row("mini", "spottune", "dtd", 0, 60.0, protocol="train->val")
+    policy = {"block_fraction": [0.5] * BLOCKS, "histogram": [1 / 13] * 13, "image_blocks": blocks,
+              "per_class": {str(k): [k / 10] * BLOCKS for k in range(val.num_classes)},
+              "classes": list(val.classes)}
+    labels = list(val.labels)
+    predictions = {"image_ids": list(val.image_ids), "predicted": labels, "labels": labels}
+    write_fake_run(tmp_path, row, data_root=root, predictions=predictions, policy=policy)
+    stale = job_row("mini", "spottune", "svhn", 0, 60.0, protocol="train->val")  # before image_blocks
+    write_fake_run(tmp_path, stale, data_root=root, predictions=predictions,
+                   policy={k: v for k, v in policy.items() if k != "image_blocks"})
+    paths = render_all(tmp_path, build_store(tmp_path), workers=1)
+    figures = tmp_path / "reports" / "figures"
+    stem = figures / "mini-decathlon_train-val_faithful-faithful_spottune_explorer-dtd"
+    assert {stem.with_suffix(s) for s in (".pdf", ".png", ".csv")} <= set(paths)
+    grid = pd.read_csv(stem.with_suffix(".csv"), dtype={"routing": str})
+    assert len(grid) == 2 * EXPLORER_IMAGES
+    most, fewest = grid[grid["row"] == "most"], grid[grid["row"] == "fewest"]
+    assert most["finetuned_blocks"].tolist() == [12] * EXPLORER_IMAGES  # 80 images: 6 of each count
+    assert fewest["finetuned_blocks"].tolist() == [0] * EXPLORER_IMAGES
+    assert grid["class_name"].tolist() == [val.classes[y] for y in grid["label"]]
+    assert grid["image_id"].tolist() == [val.image_ids[i] for i in grid["position"]]
+    figure = next(f for f in explorer_outputs(build_store(tmp_path), lambda job: tmp_path / "runs" /
+                                              job["job_id"])[0])
+    shown = [ax for ax in figure.figure.axes if ax.images]
+    assert len(shown) == 2 * EXPLORER_IMAGES
+    assert shown[0].get_title() == f"{val.classes[most['label'].iloc[0]]}\n12/12 blocks"
+    readme = (tmp_path / "reports" / "README.md").read_text()
+    assert "no policy explorer grid for SVHN: no per-image routing recorded" in readme
