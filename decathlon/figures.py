@@ -371,7 +371,7 @@ def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[
 
     texts = [ax.text(x, y, label, fontsize=fontsize) for x, y, label in zip(xs, ys, labels, strict=True)]
     if texts:
-        adjust_text(texts, x=list(xs), y=list(ys), ax=ax, ensure_inside_axes=True,
+        adjust_text(texts, x=list(xs), y=list(ys), ax=ax, ensure_inside_axes=True, expand=(1.2, 1.5),
                     arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.5})
 
 
