@@ -324,7 +324,8 @@ def test_best_practices_end_to_end_on_the_generated_suite(mini_suite, tmp_path, 
     reports = out / "reports" / "analysis"
     for name in ("README.md", "distance.csv", "distance.md", "distance_rank_agreement.csv", "sweep.csv",
                  "tune_minus_freeze.csv", "tune_minus_freeze.png", "recommendation.md", "recommendation.csv",
-                 "best_variant.csv", "spottune_link.csv", "spottune_link.png"):
+                 "best_variant.csv", "spottune_link.csv", "spottune_link.png", "tune_minus_freeze.pdf",
+                 "spottune_link.pdf"):
         assert (reports / name).is_file() and (reports / name).stat().st_size > 0, name
     distances = pd.read_csv(reports / "distance.csv", index_col="domain")
     assert set(distances.index) == {"aircraft", "svhn"}
@@ -336,6 +337,7 @@ def test_best_practices_end_to_end_on_the_generated_suite(mini_suite, tmp_path, 
     gaps = pd.read_csv(reports / "tune_minus_freeze.csv")
     assert len(gaps) == 2 * 2 * 2  # 2 domains x 2 sizes x 2 pairs
     assert (reports / "tune_minus_freeze.png").read_bytes()[:4] == b"\x89PNG"
+    assert (reports / "spottune_link.pdf").read_bytes()[:5] == b"%PDF-"
     link_rows = pd.read_csv(reports / "spottune_link.csv", index_col=0)
     assert set(link_rows.index) == {"aircraft", "svhn"} and link_rows["tuned_fraction"].between(0, 1).all()
     assert "too few for a correlation" in (reports / "README.md").read_text()
