@@ -19,9 +19,9 @@ from decathlon.engine import CHECKPOINT, STREAMS, balanced_subset, build_data, d
 from decathlon.errors import CheckpointError, ConfigError
 from decathlon.flops import gflops_per_image
 from decathlon.methods import all_methods, get_method
+from decathlon.networks.checkpoint import save_checkpoint
+from decathlon.networks.factory import create_backbone
 from decathlon.schedules import build_scheduler, lr_factor
-from spottune.backbones import create_backbone
-from spottune.checkpoint import save_checkpoint
 from spottune.policy import decathlon_policy_net
 
 RESULT_KEYS = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split",

@@ -7,7 +7,7 @@ import torch
 
 from decathlon.flops import gflops_per_image
 from decathlon.methods import get_method
-from spottune.backbones import ResNet26
+from decathlon.networks.resnet import ResNet26
 from spottune.model import SpotTune
 from spottune.policy import decathlon_policy_net
 
