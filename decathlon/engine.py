@@ -478,23 +478,33 @@ class Evaluation:
     policy: torch.Tensor | None  # (images, blocks) hard routing decisions, CPU; None for non-routing methods
     images: int
     seconds: float
+    gflops_per_image: float | None = None  # inference cost (decathlon.flops); None: not measured
 
 
 @torch.no_grad()
 def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *, device: torch.device,
              runner: nn.Module | None = None) -> Evaluation:
     """Predictions on every image of `loader` (dataset order). Any sampling at evaluation (sampled policies,
-    random routing) uses the job's ``eval`` stream (:func:`job_seed`), so an evaluation is reproducible."""
+    random routing) uses the job's ``eval`` stream (:func:`job_seed`), so an evaluation is reproducible.
+
+    After the timed pass, the inference cost is measured on the first :data:`decathlon.flops.FLOP_IMAGES`
+    images of the first batch (:func:`decathlon.flops.gflops_per_image`, on `model`, in fp32, with a fresh
+    ``eval`` stream): ``Evaluation.gflops_per_image``."""
+    from decathlon.flops import FLOP_IMAGES, gflops_per_image
+
     runner = model if runner is None else runner
     model.eval()
     _sync_mode(runner, model)
     generator = torch.Generator().manual_seed(job_seed(config, "eval"))
     loss_sum = torch.zeros((), device=device)
     predicted, labels_all, policies = [], [], []
+    sample = None  # the images whose inference cost is counted
     start = time.perf_counter()
     with worker_batches(loader) as batches:
         for batch in batches:
             images, labels = batch_to_device(batch, device, config.channels_last)
+            if sample is None:
+                sample = images[:FLOP_IMAGES].clone()
             with _autocast(device, config):
                 output = method.forward(runner, images, generator=generator)
             logits = output.logits.float()
@@ -513,8 +523,13 @@ def evaluate(method: Method, model: nn.Module, loader: Any, config: RunConfig, *
     top1 = 100.0 * float((predicted_t[scored] == labels_t[scored]).sum()) / n_scored if n_scored else None
     loss = float(loss_sum) / n_scored if n_scored else None
     policy = torch.cat(policies).cpu() if policies and len(policies) == len(predicted) else None
+    gflops = None
+    if sample is not None:
+        flop_generator = torch.Generator().manual_seed(job_seed(config, "eval"))
+        gflops = gflops_per_image(method, model, sample, generator=flop_generator)
     return Evaluation(top1=top1, loss=loss, predicted=predicted_t.tolist(),
-                      labels=labels_t.tolist(), policy=policy, images=len(labels_t), seconds=seconds)
+                      labels=labels_t.tolist(), policy=policy, images=len(labels_t), seconds=seconds,
+                      gflops_per_image=gflops)
 
 
 def policy_stats(policy: torch.Tensor, labels: Sequence[int]) -> dict[str, Any]:
@@ -539,6 +554,12 @@ def policy_stats(policy: torch.Tensor, labels: Sequence[int]) -> dict[str, Any]:
         per_class[int(c)], per_class_hist[int(c)] = frac_c, hist_c
     return {"blocks": blocks, "images": len(hard), "block_fraction": fraction, "histogram": histogram,
             "per_class": per_class, "per_class_histogram": per_class_hist}
+
+
+def image_blocks(policy: torch.Tensor) -> list[str]:
+    """Per-image routing of hard decisions `policy` (images, blocks) as texts of one character per block,
+    "1" = fine-tuned path (block 1 first), e.g. "000111000111"; in the order of ``predictions.json``."""
+    return ["".join("1" if v else "0" for v in row) for row in (policy > 0.5).tolist()]
 
 
 # ------------------------------------------------------------------------------------------ run directory
@@ -598,7 +619,11 @@ def _write_outputs(run_dir: Path, method: Method, data: Data, evaluation: Evalua
         "image_ids": image_ids, "predicted": evaluation.predicted, "labels": evaluation.labels, **categories},
         indent=None)
     if method.routing and evaluation.policy is not None:
-        atomic_write_json(run_dir / "policy.json", policy_stats(evaluation.policy, evaluation.labels))
+        stats = policy_stats(evaluation.policy, evaluation.labels)
+        classes = getattr(data.eval, "classes", None)  # class names from the annotations, index = class
+        names = {"classes": list(classes)} if classes else {}
+        atomic_write_json(run_dir / "policy.json",
+                          {**stats, **names, "image_blocks": image_blocks(evaluation.policy)})
 
 
 # -------------------------------------------------------------------------------------------------- run
@@ -647,7 +672,8 @@ def _finish(run_dir: Path, config: RunConfig, method: Method, data: Data, model:
     result = {**_identity(config), "top1": evaluation.top1, "loss": evaluation.loss,
               "params_total": total, "params_trainable": trainable, "par": par_ratio(model, reference_params),
               "wall_time_s": wall_time, "images_per_s": images_per_s, "epochs": epochs,
-              "eval_images": evaluation.images, "code_version": version, "settings": config.settings()}
+              "eval_images": evaluation.images, "gflops_per_image": evaluation.gflops_per_image,
+              "code_version": version, "settings": config.settings()}
     atomic_write_json(run_dir / RESULT, result)  # last: its presence means the job finished
     return result
 

@@ -46,6 +46,7 @@ class Method(ABC):
     name: str = ""
     summary: str = ""  # one line, shown by `run_all.py --list-methods` and in the docs
     routing: bool = False  # records policy statistics (per-block usage, histograms)
+    learned_routing: bool = False  # routing decided per image by a trained policy (not drawn at random)
     trains: bool = True  # False: evaluation only, from another method's checkpoint
     reuses: str | None = None  # with trains=False: the method whose checkpoint is evaluated
     settings: tuple[str, ...] = ("decathlon", "extra")  # which settings (table families) it runs in

@@ -17,43 +17,46 @@ footnote, and it is left out of means and S (marked partial).
 from __future__ import annotations
 
 import csv
-import dataclasses
+import functools
 import io
 import json
 import math
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from decathlon.config import PROTOCOLS, RunConfig
-from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS, SUITES, get_domain, suite_domains
-from decathlon.errors import DataError, HarnessError, UnknownNameError
+from decathlon.errors import DataError
+from decathlon.explorer import explorer_outputs
+from decathlon.figures import policy_outputs, render_figures, save_figures, tradeoff_figure
+from decathlon.groups import (  # noqa: F401  (defined there since figures.py needs them too; importable here)
+    FAMILIES,
+    FAMILY_TITLES,
+    GROUP_COLUMNS,
+    NEUTRAL_SETTINGS,
+    PATH_SETTINGS,
+    GroupKey,
+    domain_family,
+    domain_label,
+    group_jobs,
+    is_source,
+    settings_differences,
+    suite_defaults,
+    table_domains,
+    with_family,
+)
 from decathlon.io import atomic_write_json, atomic_write_text
 from decathlon.published import BASELINE_DESCRIPTION, FINETUNE_BASELINE, PublishedRow, published_rows
 from decathlon.score import s_score, score_submission, write_submission
-from decathlon.suites import get_suite
 
-FAMILIES = ("decathlon", "extra", "other")  # table families: the Decathlon table, the extra-dataset table
-FAMILY_TITLES = {"decathlon": "Visual Decathlon", "extra": "Extra datasets", "other": "Other domains"}
 BASELINE_METHOD = "finetune"  # the method whose results are the S baseline on non-real suites
 OWNED_FOLDERS = ("tables", "figures", "submissions")  # under reports/: stale files here are removed
-REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".json", ".zip")  # the kinds of file render_all writes
-GROUP_COLUMNS = ("suite", "family", "protocol", "preset", "schedule", "config_hash")
+REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".pdf", ".json", ".zip")  # what render_all writes
 PARTIAL = "*"  # marks a mean / S / #par computed over fewer domains than the table has
 UNLABELLED = "†"  # marks a cell whose evaluation split has no labels (no accuracy)
 MISSING_MD, MISSING_TEX = "–", "--"
-# Settings that name files rather than configure training: where the weights live is not a setting (runs
-# of different weights still get tables of their own: their config hashes differ).
-PATH_SETTINGS = ("pretrained", "pretrained_deep", "weights_digest")  # which weights, by path or content
-# Settings that do not change what is computed (loading, placement, logging, kernels and random streams of
-# the same recipe): a run differing from the reference recipe only in these is still compared with the
-# published numbers.
-NEUTRAL_SETTINGS = ("num_workers", "eval_batch_size", "device", "log_every", "cache", "channels_last",
-                    "compile", "fused_sgd", "device_rng", "cudnn_benchmark", "deterministic")
 
 
 # ----------------------------------------------------------------------------------------------- cells
@@ -167,165 +170,6 @@ def to_csv(table: Table) -> str:
 
 
 # ------------------------------------------------------------------------------------------- grouping
-
-
-def domain_family(domain: str) -> str:
-    """Which paper table a domain belongs to (by name: generated stand-ins share the real names)."""
-    if domain in DECATHLON_COLUMNS:
-        return "decathlon"
-    if domain in EXTRA_COLUMNS:
-        return "extra"
-    return "other"
-
-
-@dataclass(frozen=True, order=True)
-class GroupKey:
-    """The results that may share a table: same suite, table family, protocol and configuration (every
-    setting but the seed: ``config_hash``; preset and schedule are part of it and named for readability).
-
-    ``differences`` are the settings that differ from the suite's defaults, as ``name=value`` texts (None:
-    the store did not record the settings); ``recipe_differences`` the names of those that change what is
-    computed (not in :data:`NEUTRAL_SETTINGS`). ``tag`` (the config hash) is appended to the slug when the
-    settings are not the defaults, or when the base slug alone would not be unique.
-    """
-
-    suite: str
-    family: str
-    protocol: str
-    preset: str
-    schedule: str
-    config_hash: str = ""
-    differences: tuple[str, ...] | None = field(default=(), compare=False)
-    recipe_differences: tuple[str, ...] = field(default=(), compare=False)
-    tag: str = field(default="", compare=False)
-
-    @property
-    def slug(self) -> str:
-        """File-name stem, e.g. ``mini-decathlon_trainval-test_faithful-faithful`` (plus ``_<hash>`` for a
-        configuration other than the suite's defaults)."""
-        where = self.suite if self.family == self.suite else f"{self.suite}-{self.family}"
-        base = f"{where}_{self.protocol.replace('->', '-')}_{self.preset}-{self.schedule}"
-        return f"{base}_{self.tag}" if self.tag else base
-
-    @property
-    def settings_text(self) -> str:
-        """The caption's sentence on the configuration."""
-        if self.differences is None:
-            return f"Settings: not recorded in the store (config {self.config_hash or 'unknown'})."
-        if not self.differences:
-            return "Settings: the suite's defaults."
-        return "Settings that differ from the suite's defaults: " + ", ".join(self.differences) + "."
-
-    @property
-    def is_real_decathlon(self) -> bool:
-        return self.suite == "decathlon" and self.family == "decathlon"
-
-    @property
-    def is_real(self) -> bool:
-        return self.suite in ("decathlon", "extra", "all") and self.family != "other"
-
-
-def _rank(value: str, order: Sequence[str]) -> tuple[int, str]:
-    return (order.index(value) if value in order else len(order), value)
-
-
-def _sort_key(key: GroupKey) -> tuple:
-    return (_rank(key.suite, SUITES + ("all",)), _rank(key.family, FAMILIES), _rank(key.protocol, PROTOCOLS),
-            key.preset, key.schedule, bool(key.differences), key.config_hash)
-
-
-def with_family(jobs: pd.DataFrame) -> pd.DataFrame:
-    """`jobs` plus a `family` column (checked: the columns the reports need are present)."""
-    needed = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "top1"}
-    missing = sorted(needed - set(jobs.columns))
-    if missing:
-        raise DataError(f"results store: jobs table lacks column(s) {missing}; expected at least "
-                        f"{sorted(needed)}")
-    out = jobs.copy()
-    out["family"] = [domain_family(d) for d in out["domain"]]
-    return out
-
-
-def suite_defaults(suite: str, family: str) -> dict[str, object]:
-    """The settings (:meth:`RunConfig.settings`) a job of `suite` and table `family` gets by default: the
-    RunConfig defaults with the suite's family overrides (decathlon.suites); plain defaults for a suite
-    or family the registry does not know."""
-    try:
-        overrides = dict(get_suite(suite).overrides(family))
-    except HarnessError:
-        overrides = {}
-    return RunConfig.from_dict(overrides).settings()
-
-
-def _setting_text(name: str, value: object) -> str:
-    return f"{name}={value if isinstance(value, str) else json.dumps(value)}"
-
-
-def settings_differences(suite: str, family: str, settings: object) -> tuple[tuple[str, ...] | None,
-                                                                            tuple[str, ...]]:
-    """(``name=value`` for every setting differing from :func:`suite_defaults`, the weights' paths
-    (:data:`PATH_SETTINGS`) excepted, and the names among them that change what is computed). `settings` is
-    the store's JSON text (or mapping); missing -> (None, ())."""
-    if isinstance(settings, str):
-        try:
-            settings = json.loads(settings)
-        except ValueError:
-            settings = None
-    if not isinstance(settings, Mapping):
-        return None, ()
-    defaults = suite_defaults(suite, family)
-    differing = sorted(k for k, v in settings.items()
-                       if k not in PATH_SETTINGS and (k not in defaults or defaults[k] != v))
-    return (tuple(_setting_text(k, settings[k]) for k in differing),
-            tuple(k for k in differing if k not in NEUTRAL_SETTINGS))
-
-
-def group_jobs(jobs: pd.DataFrame) -> list[tuple[GroupKey, pd.DataFrame]]:
-    """Split the jobs into table groups, one per (suite, family, protocol, configuration), in a stable
-    order. Runs that differ in any setting but the seed never share a group."""
-    jobs = with_family(jobs)
-    if jobs.empty:
-        return []
-    if "config_hash" not in jobs:
-        jobs["config_hash"] = ""
-    jobs["config_hash"] = jobs["config_hash"].fillna("").astype(str)
-    settings = jobs["settings"] if "settings" in jobs else pd.Series(None, index=jobs.index, dtype=object)
-    groups = []
-    for values, rows in jobs.groupby(list(GROUP_COLUMNS), sort=False):
-        key = GroupKey(*(str(v) for v in values))
-        differences, recipe = settings_differences(key.suite, key.family, settings[rows.index[0]])
-        groups.append((dataclasses.replace(key, differences=differences, recipe_differences=recipe), rows))
-    # the suite's default configuration keeps the plain name; any other gets its config hash appended
-    plain = Counter(key.slug for key, _ in groups if not key.differences)
-    groups = [(dataclasses.replace(key, tag=key.config_hash) if key.differences or plain[key.slug] > 1
-               else key, rows) for key, rows in groups]
-    return sorted(groups, key=lambda g: _sort_key(g[0]))
-
-
-def table_domains(key: GroupKey, present: Iterable[str]) -> list[str]:
-    """Columns of a group's table: the suite's domains of that family in paper order, then any others."""
-    try:
-        names = [s.name for s in suite_domains(key.suite) if domain_family(s.name) == key.family]
-    except HarnessError:
-        names = []  # a suite the registry does not know: show what is there
-    return names + sorted(set(present) - set(names))
-
-
-def domain_label(name: str, suite: str | None = None) -> str:
-    """The paper's column label of a domain (its name when the registry does not know it)."""
-    for lookup_suite in (suite, None):
-        try:
-            return get_domain(name, lookup_suite).label
-        except HarnessError:
-            continue
-    return name
-
-
-def is_source(name: str) -> bool:
-    try:
-        return get_domain(name).is_source
-    except UnknownNameError:
-        return False
 
 
 def method_order(present: Iterable[str], registry: Sequence[str] | None = None) -> list[str]:
@@ -783,6 +627,46 @@ def read_submissions(out_dir: Path, jobs: pd.DataFrame, directory: Path,
     return out
 
 
+# ------------------------------------------------------------------------------------------ trade-off
+
+
+def tradeoff_data(key: GroupKey, rows: pd.DataFrame, *,
+                  registry: Sequence[str] | None = None) -> tuple[pd.DataFrame, str]:
+    """Per method of one group (registry order): ``score`` (the table's S, or its mean accuracy over the
+    domains when the group has no S baseline), ``par`` (the table's #par) and ``gflops`` (GFLOPs per
+    image at evaluation, :mod:`decathlon.flops`: mean over seeds and the target domains; NaN when the
+    runs did not record it). Returns the table and the score's name."""
+    rows, _ = dedupe(rows)
+    domains = table_domains(key, rows["domain"].unique())
+    stats = seed_stats(rows)
+    baseline = choose_baseline(key, stats, domains)
+    score = "S (Decathlon score)" if baseline.usable else "mean top-1 accuracy (%)"
+    cost = pd.to_numeric(rows["gflops_per_image"], errors="coerce") if "gflops_per_image" in rows else None
+    targets = rows["domain"].map(lambda d: not is_source(d))
+    out = {}
+    for method in method_order(rows["method"].unique(), registry):
+        cells = [stats.get((method, d), EMPTY) for d in domains]
+        accuracy = {d: c.mean for d, c in zip(domains, cells, strict=True) if c.mean is not None}
+        value = s_cell(accuracy, baseline) if baseline.usable else _mean_cell([c.mean for c in cells])
+        mine = (rows["method"] == method) & targets
+        gflops = float(cost[mine].mean()) if cost is not None and cost[mine].notna().any() else math.nan
+        par = par_cell(rows[rows["method"] == method], domains).mean
+        out[method] = {"score": math.nan if value.mean is None else value.mean,
+                       "par": math.nan if par is None else par, "gflops": gflops}
+    return pd.DataFrame.from_dict(out, orient="index").rename_axis("method"), score
+
+
+def tradeoff_figures(jobs: pd.DataFrame, *, registry: Sequence[str] | None = None) -> list:
+    """One trade-off figure (:func:`decathlon.figures.tradeoff_figure`) per table group with at least two
+    methods that have a score."""
+    figures = []
+    for key, rows in group_jobs(jobs):
+        data, score = tradeoff_data(key, rows, registry=registry)
+        if data["score"].notna().sum() >= 2:
+            figures.append(tradeoff_figure(key, data, score))
+    return figures
+
+
 # -------------------------------------------------------------------------------------------- render
 
 
@@ -792,7 +676,10 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     """Write every table, policy figure and submission of `store` under ``<out_dir>/reports/``.
 
     `store` has ``jobs`` and ``policy`` DataFrames (:func:`decathlon.store.load_store`). `chosen_domain`
-    picks the domain of the per-class policy figure (default: the first target domain with class data).
+    limits the per-class policy figures and the policy explorer to one domain (default: every routed
+    domain). Figures (:mod:`decathlon.figures`, :mod:`decathlon.explorer`) are written as PDF and PNG with
+    their CSV; the README lists, instead of a figure, why a figure that would carry no information is
+    left out.
     Files of an earlier rendering that this one does not produce are removed from ``tables/``,
     ``figures/`` and ``submissions/``, so they always reflect the store (other folders, such as
     ``reports/analysis/``, are left alone). `data_root`: the decathlon-1.0 folder of this command, for
@@ -801,40 +688,47 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     :func:`decathlon.figures.render_workers`; 1 draws them here). Returns the written paths, index
     (``reports/README.md``) last.
     """
-    from decathlon.figures import policy_figures, render_pngs, save_figures
-
     out_dir = Path(out_dir)
     reports = out_dir / "reports"
     # read and check everything first, so that bad input fails before any file is written
     tables = build_tables(store.jobs, registry=registry)
-    figures = policy_figures(store, chosen_domain=chosen_domain)
-    pngs = render_pngs(figures, workers)
+    figures, notes = policy_outputs(store, chosen_domain=chosen_domain)
+    explorer, explorer_notes = explorer_outputs(store, functools.partial(run_dir_of, out_dir),
+                                                data_root=data_root, chosen_domain=chosen_domain)
+    figures += explorer + tradeoff_figures(store.jobs, registry=registry)
+    rendered = render_figures(figures, workers)
     submissions = read_submissions(out_dir, store.jobs, reports / "submissions", data_root)
     written = []
     for table in tables:
         written += write_table(table, reports / "tables")
-    figure_paths = save_figures(figures, pngs, reports / "figures")
+    figure_paths = save_figures(figures, rendered, reports / "figures")
     written += figure_paths
     for submission in submissions:
         written += write_submission_files(submission)
-    index = index_markdown(tables, figure_paths, written, reports)
+    index = index_markdown(tables, figure_paths, written, reports, notes=notes + explorer_notes)
     written.append(atomic_write_text(reports / "README.md", index))
     _remove_stale(reports, written)
     return written
 
 
 def index_markdown(tables: Sequence[Table], figures: Sequence[Path], written: Sequence[Path],
-                   reports: Path) -> str:
-    """The reports' front page: every table inline, every figure linked, the submission files listed."""
+                   reports: Path, *, notes: Sequence[str] = ()) -> str:
+    """The reports' front page: every table inline, every figure linked (PNG shown, PDF beside it), the
+    figures left out with their reason (`notes`), the submission files listed."""
     parts = ["# Results", ""]
     if not tables:
         parts += ["The results store has no finished jobs yet.", ""]
     for table in tables:
         parts += [to_markdown(table)]
     pngs = [p for p in figures if p.suffix == ".png"]
-    if pngs:
-        parts += ["## Policy figures", ""]
-        parts += [f"![{p.stem}]({p.relative_to(reports).as_posix()})" for p in pngs] + [""]
+    if pngs or notes:
+        parts += ["## Figures", "", "Each figure as PNG (shown) and vector PDF, beside the CSV of its data.",
+                  ""]
+        for png in pngs:
+            link = png.relative_to(reports).as_posix()
+            parts += [f"![{png.stem}]({link}) ([PDF]({link[:-len('.png')]}.pdf))", ""]
+    if notes:
+        parts += ["Not drawn (no information):", ""] + [f"- {note}" for note in notes] + [""]
     subs = [p for p in written if "submissions" in p.parts]
     if subs:
         parts += ["## Submissions", ""] + [f"- `{p.relative_to(reports).as_posix()}`" for p in subs] + [""]

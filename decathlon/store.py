@@ -7,12 +7,15 @@ never have to coordinate writes to a shared file). :func:`build_store` scans ``<
 
 - ``jobs``: one row per finished job, every ``result.json`` key plus ``job_id`` (the run dir relative to
   ``<out>/runs``) and ``run_dir`` (absolute path); ``top1`` is empty (NaN) for a job evaluated on a split
-  without labels; ``settings`` (the run's settings, :meth:`decathlon.config.RunConfig.settings`) is a
-  JSON object in text form;
+  without labels; ``gflops_per_image`` (inference cost, :mod:`decathlon.flops`) is empty (NaN, never 0)
+  for runs written before it was measured; ``settings`` (the run's settings,
+  :meth:`decathlon.config.RunConfig.settings`) is a JSON object in text form;
 - ``policy``: long format, one row per recorded routing statistic: ``job_id, method, domain, seed, kind,
-  class_index, index, value`` with kind ``block`` (fraction of images on the fine-tuned path per block),
-  ``histogram`` (fraction of images with `index` fine-tuned blocks) or ``class_block`` (the per-block
-  fraction among the images of class `class_index`); ``class_index`` is -1 when not per class.
+  class_index, index, value, class_name`` with kind ``block`` (fraction of images on the fine-tuned path
+  per block), ``histogram`` (fraction of images with `index` fine-tuned blocks) or ``class_block`` (the
+  per-block fraction among the images of class `class_index`); ``class_index`` is -1 when not per class;
+  ``class_name`` is the class's name from the annotations (empty when not per class, or for runs written
+  before the engine recorded the names).
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ POLICY_FILE = "policy.csv"
 # a result carries is kept after these.
 RESULT_COLUMNS = (
     "suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split", "config_hash",
-    "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s", "images_per_s", "epochs",
-    "code_version", "settings",
+    "top1", "loss", "params_total", "params_trainable", "par", "gflops_per_image", "wall_time_s",
+    "images_per_s", "epochs", "code_version", "settings",
 )
 JOB_COLUMNS = RESULT_COLUMNS + ("job_id", "run_dir")
-POLICY_COLUMNS = ("job_id", "method", "domain", "seed", "kind", "class_index", "index", "value")
+POLICY_COLUMNS = ("job_id", "method", "domain", "seed", "kind", "class_index", "index", "value", "class_name")
 POLICY_KINDS = ("block", "histogram", "class_block")
 
 
@@ -68,11 +71,16 @@ def _policy_rows(job_id: str, result: Mapping[str, Any], policy: Mapping[str, An
         raise DataError(f"{path}: 'per_class' must map class index -> per-block fractions, got "
                         f"{type(per_class).__name__}")
     series += [("class_block", int(k), v) for k, v in sorted(per_class.items(), key=lambda kv: int(kv[0]))]
+    names = policy.get("classes", [])
+    if not isinstance(names, list):
+        raise DataError(f"{path}: 'classes' must list the class names (index = class), got "
+                        f"{type(names).__name__}")
     rows = []
     for kind, class_index, values in series:
         if not isinstance(values, list):
             raise DataError(f"{path}: {kind} values must be a list of numbers, got {type(values).__name__}")
-        rows += [dict(ident, kind=kind, class_index=class_index, index=i, value=float(v))
+        name = str(names[class_index]) if 0 <= class_index < len(names) else None
+        rows += [dict(ident, kind=kind, class_index=class_index, index=i, value=float(v), class_name=name)
                  for i, v in enumerate(values)]
     return rows
 
@@ -98,6 +106,7 @@ def scan_runs(out_dir: str | Path) -> Store:
     extra = [c for c in jobs.columns if c not in JOB_COLUMNS]
     jobs = jobs.reindex(columns=list(JOB_COLUMNS) + extra)
     policy = pd.DataFrame(policy_rows, columns=list(POLICY_COLUMNS))
+    policy["class_name"] = policy["class_name"].astype("str")  # missing names stay NaN, as read back
     return Store(jobs=jobs, policy=policy)
 
 
@@ -124,7 +133,7 @@ def load_store(out_dir: str | Path) -> Store:
         # job ids and hashes are strings even when they look like numbers
         text_columns = {"config_hash": str, "job_id": str, "code_version": str, "settings": str}
         jobs = pd.read_csv(out_dir / STORE_FILE, dtype=text_columns)
-        policy = pd.read_csv(out_dir / POLICY_FILE, dtype={"job_id": str})
+        policy = pd.read_csv(out_dir / POLICY_FILE, dtype={"job_id": str, "class_name": str})
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise DataError(f"{out_dir}: cannot read {STORE_FILE}/{POLICY_FILE} ({e}); rebuild with "
                         f"`python run_all.py --report-only --out {out_dir}`") from e

@@ -57,6 +57,7 @@ class SpotTuneMethod(Method):
     name = "spottune"
     summary = "SpotTune: a policy network routes each image via the frozen or fine-tuned copy of each block"
     routing = True
+    learned_routing = True
 
     def build(self, backbone: nn.Module, spec, num_classes: int, config) -> nn.Module:
         if config.eval_samples < 1:

@@ -324,7 +324,8 @@ def test_best_practices_end_to_end_on_the_generated_suite(mini_suite, tmp_path, 
     reports = out / "reports" / "analysis"
     for name in ("README.md", "distance.csv", "distance.md", "distance_rank_agreement.csv", "sweep.csv",
                  "tune_minus_freeze.csv", "tune_minus_freeze.png", "recommendation.md", "recommendation.csv",
-                 "best_variant.csv", "spottune_link.csv", "spottune_link.png"):
+                 "best_variant.csv", "spottune_link.csv", "spottune_link.png", "tune_minus_freeze.pdf",
+                 "spottune_link.pdf"):
         assert (reports / name).is_file() and (reports / name).stat().st_size > 0, name
     distances = pd.read_csv(reports / "distance.csv", index_col="domain")
     assert set(distances.index) == {"aircraft", "svhn"}
@@ -336,6 +337,7 @@ def test_best_practices_end_to_end_on_the_generated_suite(mini_suite, tmp_path, 
     gaps = pd.read_csv(reports / "tune_minus_freeze.csv")
     assert len(gaps) == 2 * 2 * 2  # 2 domains x 2 sizes x 2 pairs
     assert (reports / "tune_minus_freeze.png").read_bytes()[:4] == b"\x89PNG"
+    assert (reports / "spottune_link.pdf").read_bytes()[:5] == b"%PDF-"
     link_rows = pd.read_csv(reports / "spottune_link.csv", index_col=0)
     assert set(link_rows.index) == {"aircraft", "svhn"} and link_rows["tuned_fraction"].between(0, 1).all()
     assert "too few for a correlation" in (reports / "README.md").read_text()
@@ -374,3 +376,26 @@ def test_reports_without_spottune_results_say_so(tmp_path):
     cells = pd.read_csv(reports / "recommendation.csv").set_index(["distance_level", "size_level"])
     assert cells.loc[("low", "low"), "decision"] == "Freeze"
     assert cells.loc[("high", "high"), "decision"] == "Tune"
+
+
+def test_link_plot_domain_labels_do_not_overlap():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from decathlon.analysis.link import THIRDS, plot_link
+
+    names = ["aircraft", "cifar100", "daimlerpedcls", "dtd", "gtsrb", "vgg-flowers", "omniglot", "svhn",
+             "ucf101", "cubs", "stanford-cars", "flowers", "wikiart", "sketches"]
+    # crowded: distances within 0.02 of each other, usage within 0.1 (the mini suite's spread)
+    table = pd.DataFrame({"distance": [0.20 + 0.0015 * i for i in range(14)],
+                          "tuned_fraction": [0.45 + 0.007 * (i % 5) for i in range(14)]}, index=names)
+    for name in THIRDS:
+        table[name] = table["tuned_fraction"]
+    figure = plot_link(table, {"spearman": 0.1, "n": 14})
+    ax = figure.axes[0]
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    boxes = [t.get_window_extent(canvas.get_renderer()) for t in ax.texts]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(names)  # every domain labelled
+    overlapping = [(ax.texts[i].get_text(), ax.texts[j].get_text()) for i in range(len(boxes))
+                   for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+    assert overlapping == []

@@ -3,6 +3,7 @@ schedules, balanced subsets, evaluation-only jobs (source domain, SpotTune runni
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -13,16 +14,19 @@ import torch
 
 from decathlon.config import RunConfig
 from decathlon.data import build_dataset
-from decathlon.engine import CHECKPOINT, STREAMS, balanced_subset, derive_seed, job_seed, run
+from decathlon.domains import get_domain
+from decathlon.engine import CHECKPOINT, STREAMS, balanced_subset, build_data, derive_seed, job_seed, run
 from decathlon.errors import CheckpointError, ConfigError
-from decathlon.methods import all_methods
+from decathlon.flops import gflops_per_image
+from decathlon.methods import all_methods, get_method
 from decathlon.networks.checkpoint import save_checkpoint
 from decathlon.networks.factory import create_backbone
 from decathlon.schedules import build_scheduler, lr_factor
+from spottune.policy import decathlon_policy_net
 
 RESULT_KEYS = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split",
                "config_hash", "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s",
-               "images_per_s", "epochs", "code_version"}
+               "images_per_s", "epochs", "code_version", "gflops_per_image"}
 
 
 def _config(mini_suite, method: str, **kw) -> RunConfig:
@@ -52,6 +56,7 @@ def test_run_directory_for_every_method(name, mini_suite, tmp_path):
     assert result["method"] == name and result["eval_split"] == "val" and result["protocol"] == "train->val"
     assert 0.0 <= result["top1"] <= 100.0 and math.isfinite(result["loss"])
     assert 0 < result["params_trainable"] <= result["params_total"] and result["par"] > 0.9
+    assert isinstance(result["gflops_per_image"], float) and result["gflops_per_image"] > 0
     assert json.loads((tmp_path / "result.json").read_text()) == result
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["config"]["method"] == name and saved["code_version"] == result["code_version"]
@@ -70,6 +75,12 @@ def test_run_directory_for_every_method(name, mini_suite, tmp_path):
         assert len(policy["block_fraction"]) == 12 and len(policy["histogram"]) == 13
         assert sum(policy["histogram"]) == pytest.approx(1.0)
         assert set(policy["per_class"]) == {str(c) for c in range(10)}
+        assert policy["classes"] == list(val.classes) and len(policy["classes"]) == 10  # names, by index
+        blocks = policy["image_blocks"]  # per image, in predictions.json order
+        assert len(blocks) == len(val) and {len(b) for b in blocks} == {12}
+        assert set("".join(blocks)) <= {"0", "1"}
+        per_block = [sum(b[k] == "1" for b in blocks) / len(blocks) for k in range(12)]
+        assert per_block == pytest.approx(policy["block_fraction"])
 
 
 def test_trainval_test_protocol_evaluates_on_test(mini_suite, tmp_path):
@@ -179,6 +190,13 @@ def test_running_ft_evaluates_spottune_checkpoint(reference_run, mini_suite, tmp
     assert result["epochs"] == 0 and result["par"] > 2.0
     policy = json.loads((tmp_path / "ft" / "policy.json").read_text())
     assert policy["block_fraction"] == [1.0] * 12 and policy["histogram"][-1] == 1.0
+    # the same network without its policy network: the difference is the policy network's cost
+    spottune_cost = json.loads((reference / "result.json").read_text())["gflops_per_image"]
+    with contextlib.closing(build_data(ft, get_domain(ft.domain, "mini"), torch.device("cpu"), None,
+                                       train=False)) as data:
+        images = next(iter(data.eval_loader))[0][:2]
+    policy_net = gflops_per_image(get_method("finetune"), decathlon_policy_net(12, width=0.25), images)
+    assert spottune_cost - result["gflops_per_image"] == pytest.approx(policy_net, rel=1e-9)
     with pytest.raises(ConfigError, match="source_run_dir"):
         run(ft, tmp_path / "missing")
     unfinished = tmp_path / "unfinished"

@@ -7,15 +7,19 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS
 from decathlon.errors import DataError, UnknownNameError
-from decathlon.figures import class_usage, plot_class_usage, policy_figures, render_pngs
+from decathlon.explorer import EXPLORER_IMAGES, explorer_outputs
+from decathlon.figures import class_usage, plot_class_usage, policy_figures, render_figures
 from decathlon.io import atomic_write_json
 from decathlon.report import (
     Cell,
@@ -84,7 +88,8 @@ def policy_rows(job: dict, *, classes: int, blocks: int = BLOCKS) -> list[dict]:
     """Routing statistics of one job: per block, histogram 0..blocks, per class x block."""
     ident = {k: job[k] for k in ("job_id", "method", "domain", "seed")}
     rows = [dict(ident, kind="block", class_index=-1, index=b, value=b / blocks) for b in range(blocks)]
-    rows += [dict(ident, kind="histogram", class_index=-1, index=c, value=1.0 if c == blocks // 2 else 0.0)
+    spread = {blocks // 2: 0.75, blocks // 2 + 1: 0.25}  # a quarter of the images tune one block more
+    rows += [dict(ident, kind="histogram", class_index=-1, index=c, value=spread.get(c, 0.0))
              for c in range(blocks + 1)]
     rows += [dict(ident, kind="class_block", class_index=k, index=b, value=(k + b) % 2)
              for k in range(classes) for b in range(blocks)]
@@ -320,10 +325,17 @@ def test_policy_figures_and_the_data_behind_them(tmp_path):
     paths = render_all(tmp_path, routing_store(), registry=REGISTRY)
     figures = tmp_path / "reports" / "figures"
     stem = "decathlon_train-val_faithful-faithful_spottune"
-    for name in ("blocks", "finetuned", "classes-aircraft"):  # aircraft: first target domain in paper order
-        png, data = figures / f"{stem}_{name}.png", figures / f"{stem}_{name}.csv"
-        assert png in paths and data in paths
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a per-class figure for every routed domain, not only the first
+    for name in ("blocks", "finetuned", *(f"classes-{d}" for d in DECATHLON_COLUMNS)):
+        png, pdf, data = (figures / f"{stem}_{name}.{suffix}" for suffix in ("png", "pdf", "csv"))
+        assert {png, pdf, data} <= set(paths)
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
+    with Image.open(figures / f"{stem}_blocks.png") as png:  # 200 dpi, recorded and real
+        assert png.info["dpi"] == pytest.approx((200, 200), abs=0.1)
+        width_in, height_in = policy_figures(routing_store())[0].figure.get_size_inches()
+        assert png.size == (round(width_in * 200), round(height_in * 200))
+    readme = (tmp_path / "reports" / "README.md").read_text()
+    assert f"figures/{stem}_blocks.png" in readme and f"figures/{stem}_blocks.pdf" in readme
     blocks = pd.read_csv(figures / f"{stem}_blocks.csv", index_col=0)
     assert blocks.shape == (10, BLOCKS) and list(blocks.index) == list(DECATHLON_COLUMNS)
     assert list(blocks.columns) == [str(b) for b in range(1, BLOCKS + 1)]  # blocks numbered 1..L
@@ -337,18 +349,20 @@ def test_policy_figures_and_the_data_behind_them(tmp_path):
     assert not any("finetune_" in p.name for p in paths if p.parent == figures)  # no policy: no figure
 
 
-def test_figures_drawn_in_worker_processes_are_the_same_pngs():
-    figures = policy_figures(routing_store()) * 2  # 6 figures: enough for 2 workers
-    parallel = render_pngs(figures, workers=2)
+def test_figures_drawn_in_worker_processes_are_the_same_files():
+    figures = policy_figures(routing_store())[:3] * 2  # 6 figures: enough for 2 workers
+    parallel = render_figures(figures, workers=2)
     assert not any("figure" in f.__dict__ for f in figures)  # drawn in the workers, not here
-    serial = render_pngs(figures, workers=1)
+    serial = render_figures(figures, workers=1)
     assert all("figure" in f.__dict__ for f in figures)
-    assert len(parallel) == 6 and all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in parallel)
-    assert parallel == serial and parallel[0] != parallel[1]
+    assert len(parallel) == 6 and all(r["png"][:8] == b"\x89PNG\r\n\x1a\n" for r in parallel)
+    assert all(r["pdf"][:5] == b"%PDF-" for r in parallel)
+    assert parallel == serial and parallel[0] != parallel[1]  # PDFs too: no creation date in them
 
 
 def test_policy_heatmaps_are_labelled_annotated_and_on_a_fixed_scale():
     figures = {f.name.rsplit("_", 1)[1]: f for f in policy_figures(routing_store())}
+    assert figures["blocks"].title.startswith("Visual Decathlon (decathlon, train->val): spottune")
     blocks = figures["blocks"]
     ax, cbar = blocks.figure.axes[:2]
     assert "block index" in ax.get_xlabel() and ax.get_ylabel() == "domain"
@@ -378,7 +392,7 @@ def test_chosen_domain_for_per_class_figure(tmp_path):
     store = routing_store()
     paths = render_all(tmp_path, store, chosen_domain="svhn", registry=REGISTRY)
     classes = [p for p in paths if "classes-" in p.name]
-    assert {p.name.split("classes-")[1] for p in classes} == {"svhn.png", "svhn.csv"}
+    assert {p.name.split("classes-")[1] for p in classes} == {"svhn.png", "svhn.pdf", "svhn.csv"}
     assert pd.read_csv([p for p in classes if p.suffix == ".csv"][0], index_col=0).shape == (3, BLOCKS)
     with pytest.raises(UnknownNameError, match="no-such-domain"):
         render_all(tmp_path, store, chosen_domain="no-such-domain", registry=REGISTRY)
@@ -546,3 +560,132 @@ def test_bad_input_fails_before_anything_is_written(tmp_path, mini_suite):
     with pytest.raises(UnknownNameError, match="no-such-domain"):
         render_all(tmp_path, routing_store(), chosen_domain="no-such-domain", registry=REGISTRY)
     assert not (tmp_path / "reports").exists()
+
+
+def test_figures_do_not_import_the_report_module():
+    # the table groups live in decathlon.groups, which both import: no cycle report <-> figures
+    code = ("import sys, decathlon.figures, decathlon.report as r, decathlon.groups as g; "
+            "assert r.GroupKey is g.GroupKey and r.group_jobs is g.group_jobs; "
+            "del sys.modules['decathlon.report'], sys.modules['decathlon.figures']; "
+            "import decathlon.figures; print('decathlon.report' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert out.stdout.strip() == "False"
+
+
+def constant_store() -> Store:
+    """spottune (image-dependent), running-ft (all ones), Global-k (6 blocks, the same for every class),
+    random-policy (random): three domains, class names recorded for spottune."""
+    jobs, policy = [], []
+    for shift, d in enumerate(("aircraft", "dtd", "svhn")):
+        for method in ("finetune", "spottune", "spottune-running-ft", "spottune-global-k", "random-policy"):
+            row = job_row("mini", method, d, 0, 60.0, protocol="train->val") | {"gflops_per_image": 0.5}
+            jobs.append(row)
+            ident = {k: row[k] for k in ("job_id", "method", "domain", "seed")}
+            if method == "finetune":
+                continue
+            if method == "spottune-running-ft":
+                usage = {k: [1.0] * BLOCKS for k in range(3)}
+            elif method == "spottune-global-k":
+                usage = {k: [float((b + shift) % BLOCKS < 6) for b in range(BLOCKS)] for k in range(3)}
+            else:
+                usage = {k: [(k + b) % 3 / 2 for b in range(BLOCKS)] for k in range(3)}
+            fraction = [sum(u[b] for u in usage.values()) / 3 for b in range(BLOCKS)]
+            tuned = round(sum(fraction))
+            hist = [1.0 if c == tuned else 0.0 for c in range(BLOCKS + 1)]
+            if method in ("spottune", "random-policy"):
+                hist = [0.5 if c in (tuned - 1, tuned + 1) else 0.0 for c in range(BLOCKS + 1)]
+            names = {0: "banded", 1: "dotted", 2: "zigzagged"} if method == "spottune" else {}
+            series = [("block", -1, fraction, None), ("histogram", -1, hist, None)]
+            series += [("class_block", k, values, names.get(k)) for k, values in usage.items()]
+            policy += [dict(ident, kind=kind, class_index=k, index=i, value=v, class_name=name)
+                       for kind, k, values, name in series for i, v in enumerate(values)]
+    return store_of(pd.DataFrame(jobs), pd.DataFrame(policy))
+
+
+def test_no_figure_without_information_and_a_readme_line_instead(tmp_path):
+    paths = render_all(tmp_path, constant_store())
+    names = {p.name for p in paths if p.parent.name == "figures"}
+    stem = "mini-decathlon_train-val_faithful-faithful"
+    assert not any(n.startswith(f"{stem}_spottune-running-ft_") for n in names)  # the all-ones heatmap
+    assert f"{stem}_spottune-global-k_blocks.png" in names  # which 6 blocks: information
+    assert not any(n.startswith((f"{stem}_spottune-global-k_finetuned", f"{stem}_spottune-global-k_classes"))
+                   for n in names)
+    assert not any("random-policy_classes" in n for n in names)  # random routing: per-class noise only
+    assert {f"{stem}_spottune_classes-{d}.pdf" for d in ("aircraft", "dtd", "svhn")} <= names
+    readme = (tmp_path / "reports" / "README.md").read_text()
+    assert ("- `spottune-running-ft` (Visual Decathlon, mini, train->val): every image of every domain "
+            "takes the fine-tuned path in all 12 blocks; no policy figure is drawn") in readme
+    assert "every image of every domain fine-tunes exactly 6 blocks" in readme
+    assert "every class has the same per-block usage on Airc., DTD, SVHN" in readme
+    assert "`random-policy` (Visual Decathlon, mini, train->val): routing drawn at random" in readme
+
+
+def test_per_class_figures_are_labelled_with_the_class_names(tmp_path):
+    figure = next(f for f in policy_figures(constant_store()) if f.name.endswith("spottune_classes-dtd"))
+    ax = figure.figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["banded", "dotted", "zigzagged"]
+    assert ax.get_ylabel() == "class"
+    assert figure.data["class_name"].tolist() == ["banded", "dotted", "zigzagged"]  # in the CSV too
+    assert "Visual Decathlon (mini, train->val): spottune" in figure.title and "DTD" in figure.title
+
+
+def test_tradeoff_figure_one_labelled_point_per_method(tmp_path):
+    jobs = golden_jobs().assign(gflops_per_image=lambda f: f["method"].map(
+        {"finetune": 1.7, "spottune": 2.1, "feature-extractor": 1.7}))
+    jobs = jobs.drop(columns="run_dir")  # no run directories: no submissions
+    paths = render_all(tmp_path, store_of(jobs), registry=REGISTRY)
+    stem = tmp_path / "reports" / "figures" / "decathlon_trainval-test_faithful-faithful_tradeoff"
+    assert {stem.with_suffix(s) for s in (".pdf", ".png", ".csv")} <= set(paths)
+    data = pd.read_csv(stem.with_suffix(".csv"), index_col=0)
+    assert list(data.index) == ["feature-extractor", "finetune", "spottune"]  # registry order
+    assert data.loc["finetune", "score"] == pytest.approx(2500.0)  # S against the published Fine-tuning
+    assert data.loc["spottune", "gflops"] == pytest.approx(2.1) and data.loc["finetune", "par"] > 9
+    figure = tradeoff_figure_of(jobs)
+    for ax in figure.axes:
+        assert sorted(t.get_text() for t in ax.texts if t.get_text() in data.index) == sorted(data.index)
+        assert ax.get_ylabel() == "S (Decathlon score)"
+    assert "GFLOPs per image" in figure.axes[1].get_xlabel() and "#par" in figure.axes[0].get_xlabel()
+
+
+def tradeoff_figure_of(jobs: pd.DataFrame):
+    from decathlon.report import tradeoff_figures
+
+    (figure,) = tradeoff_figures(jobs, registry=REGISTRY)
+    return figure.figure
+
+
+def test_policy_explorer_grid_of_the_most_and_fewest_fine_tuned_images(tmp_path, mini_suite):
+    from decathlon.data import build_dataset
+
+    root = mini_suite.decathlon_root
+    val = build_dataset("dtd", root, "val", suite="mini")
+    blocks = ["1" * (i % 13) + "0" * (BLOCKS - i % 13) for i in range(len(val))]  # 0..12 tuned blocks
+    row = job_row("mini", "spottune", "dtd", 0, 60.0, protocol="train->val")
+    policy = {"block_fraction": [0.5] * BLOCKS, "histogram": [1 / 13] * 13, "image_blocks": blocks,
+              "per_class": {str(k): [k / 10] * BLOCKS for k in range(val.num_classes)},
+              "classes": list(val.classes)}
+    labels = list(val.labels)
+    predictions = {"image_ids": list(val.image_ids), "predicted": labels, "labels": labels}
+    write_fake_run(tmp_path, row, data_root=root, predictions=predictions, policy=policy)
+    stale = job_row("mini", "spottune", "svhn", 0, 60.0, protocol="train->val")  # before image_blocks
+    write_fake_run(tmp_path, stale, data_root=root, predictions=predictions,
+                   policy={k: v for k, v in policy.items() if k != "image_blocks"})
+    paths = render_all(tmp_path, build_store(tmp_path), workers=1)
+    figures = tmp_path / "reports" / "figures"
+    stem = figures / "mini-decathlon_train-val_faithful-faithful_spottune_explorer-dtd"
+    assert {stem.with_suffix(s) for s in (".pdf", ".png", ".csv")} <= set(paths)
+    grid = pd.read_csv(stem.with_suffix(".csv"), dtype={"routing": str})
+    assert len(grid) == 2 * EXPLORER_IMAGES
+    most, fewest = grid[grid["row"] == "most"], grid[grid["row"] == "fewest"]
+    assert most["finetuned_blocks"].tolist() == [12] * EXPLORER_IMAGES  # 80 images: 6 of each count
+    assert fewest["finetuned_blocks"].tolist() == [0] * EXPLORER_IMAGES
+    assert grid["class_name"].tolist() == [val.classes[y] for y in grid["label"]]
+    assert grid["image_id"].tolist() == [val.image_ids[i] for i in grid["position"]]
+    figure = next(f for f in explorer_outputs(build_store(tmp_path), lambda job: tmp_path / "runs" /
+                                              job["job_id"])[0])
+    shown = [ax for ax in figure.figure.axes if ax.images]
+    assert len(shown) == 2 * EXPLORER_IMAGES
+    assert shown[0].get_title() == f"{val.classes[most['label'].iloc[0]]}\n12/12 blocks"
+    readme = (tmp_path / "reports" / "README.md").read_text()
+    assert "no policy explorer grid for SVHN: no per-image routing recorded" in readme

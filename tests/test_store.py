@@ -69,6 +69,16 @@ def test_policy_is_long_format(out):
     assert per_class[per_class.class_index == 0]["value"].tolist() == [0.5, 0.5, 1.0]
     assert len(policy) == 3 + 4 + 6
     assert set(policy["method"]) == {"spottune"} and set(policy["domain"]) == {"dtd"}
+    assert policy["class_name"].isna().all()  # a run without recorded names: none invented
+
+
+def test_policy_rows_carry_the_class_names(tmp_path):
+    _write_run(tmp_path, "spottune", "dtd", 0, 40.0, policy=POLICY | {"classes": ["banded", "zigzag"]})
+    for store in (build_store(tmp_path), load_store(tmp_path)):
+        per_class = store.policy[store.policy.kind == "class_block"]
+        assert dict(zip(per_class["class_index"], per_class["class_name"], strict=True)) == {
+            0: "banded", 1: "zigzag"}
+        assert store.policy.loc[store.policy.kind == "block", "class_name"].isna().all()
 
 
 def test_saved_csvs_load_back_equal(out):
@@ -113,3 +123,15 @@ def test_malformed_policy_names_the_file(out):
     with pytest.raises(DataError, match="block values must be a list") as info:
         scan_runs(out)
     assert str(run_dir / "policy.json") in str(info.value)
+
+
+def test_inference_cost_column_is_missing_for_old_runs_never_zero(tmp_path):
+    _write_run(tmp_path, "finetune", "svhn", 0, 50.0)  # written before the cost was measured
+    new = _write_run(tmp_path, "finetune", "dtd", 0, 40.0)
+    result = json.loads((new / "result.json").read_text())
+    (new / "result.json").write_text(json.dumps(result | {"gflops_per_image": 0.125}))
+    for store in (build_store(tmp_path), load_store(tmp_path)):
+        cost = store.jobs.set_index("domain")["gflops_per_image"]
+        assert cost["dtd"] == 0.125 and pd.isna(cost["svhn"])
+    (new / "result.json").write_text(json.dumps(result))  # no run has it: the column is still there
+    assert build_store(tmp_path).jobs["gflops_per_image"].isna().all()

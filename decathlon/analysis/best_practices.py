@@ -362,10 +362,12 @@ def _csv(frame: pd.DataFrame, index: bool = False) -> str:
     return buffer.getvalue()
 
 
-def _png(figure: Any) -> bytes:
-    from decathlon.figures import png_bytes
+def _figure_files(reports: Path, stem: str, figure: Any) -> list[Path]:
+    """`figure` written as ``<stem>.png`` and ``<stem>.pdf`` (vector) under `reports`, atomically."""
+    from decathlon.figures import pdf_bytes, png_bytes
 
-    return png_bytes(figure)
+    return [atomic_write_bytes(reports / f"{stem}.png", png_bytes(figure)),
+            atomic_write_bytes(reports / f"{stem}.pdf", pdf_bytes(figure))]
 
 
 def _md_table(frame: pd.DataFrame, floats: int = 2) -> str:
@@ -414,7 +416,7 @@ def write_reports(out_dir: Path, plan: AnalysisPlan, settings: AnalysisSettings,
     gaps = recommend.tune_freeze_gaps(results, metric_values)
     text("tune_minus_freeze.csv", _csv(gaps))
     figure = recommend.plot_gaps(gaps, distance_name=metric_name)
-    written.append(atomic_write_bytes(reports / "tune_minus_freeze.png", _png(figure)))
+    written += _figure_files(reports, "tune_minus_freeze", figure)
     parts = [f"# Best practices for fine-tuning (Chu et al., 2016) on suite `{plan.suite}`", "",
              f"Source domain `{plan.source.name}`; {len(plan.targets)} target(s); sweep seeds "
              f"{list(plan.seeds)}; variants {', '.join(settings.variants)}; images per class "
@@ -497,7 +499,7 @@ def _link_section(reports: Path, plan: AnalysisPlan, settings: AnalysisSettings,
     written.append(atomic_write_text(reports / "spottune_link.csv", _csv(table, index=True)))
     written.append(atomic_write_json(reports / "spottune_link_stats.json", stats))
     figure = link.plot_link(table, stats, distance_name=metric_name)
-    written.append(atomic_write_bytes(reports / "spottune_link.png", _png(figure)))
+    written += _figure_files(reports, "spottune_link", figure)
     origin = ("the current plan's jobs" if plan.linked else
               f"every finished `{settings.spottune_method}` job in the results store (the plan has none)")
     parts += [f"Fraction of blocks `{settings.spottune_method}` fine-tunes (mean over evaluation images, "

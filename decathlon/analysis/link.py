@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from decathlon.figures import label_points
+
 THIRDS = ("first_third", "middle_third", "last_third")
 MIN_POINTS = 3  # fewer domains: no correlation is computed
 SMALL_N = 8  # fewer domains: the correlation is reported but flagged as too small to mean much
@@ -90,9 +92,6 @@ def plot_link(table: pd.DataFrame, stats: dict, *, distance_name: str = "cosine 
     figure = Figure(figsize=(10, 4))
     left, right = figure.subplots(1, 2, sharex=True)
     left.scatter(table["distance"], table["tuned_fraction"], color="tab:blue")
-    for domain, row in table.iterrows():
-        left.annotate(str(domain), (row["distance"], row["tuned_fraction"]), fontsize=7,
-                      xytext=(3, 3), textcoords="offset points")
     left.set_ylabel("fraction of blocks fine-tuned (mean over images)")
     rho = stats.get("spearman", np.nan)
     shown = "n/a" if np.isnan(rho) else f"{rho:.2f}"
@@ -106,4 +105,7 @@ def plot_link(table: pd.DataFrame, stats: dict, *, distance_name: str = "cosine 
         ax.set_ylim(-0.05, 1.05)
         ax.grid(alpha=0.3)
     figure.tight_layout()
+    # after the layout: adjustText places the domain labels where none overlaps another or a point
+    label_points(left, table["distance"].tolist(), table["tuned_fraction"].tolist(),
+                 [str(d) for d in table.index])
     return figure
