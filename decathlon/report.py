@@ -454,10 +454,13 @@ def read_outcomes(run_dir: Path, top1: object = None) -> Outcomes | None:
     order = np.argsort(ids_a, kind="stable")
     correct = (predicted_a[keep] == labels_a[keep])[order]
     accuracy = 100.0 * float(correct.mean())
-    recorded = pd.to_numeric(pd.Series([top1]), errors="coerce").iloc[0]
-    if not pd.isna(recorded) and abs(accuracy - float(recorded)) > 1e-6:
+    try:
+        recorded = float(top1)  # NaN or None: the store has no accuracy to compare with
+    except (TypeError, ValueError):
+        recorded = math.nan
+    if not math.isnan(recorded) and abs(accuracy - recorded) > 1e-6:
         raise DataError(f"{path}: its predictions are {accuracy:.4f}% correct but result.json records top1 "
-                        f"{float(recorded):.4f}%; expected the predictions of the evaluation that gave top1")
+                        f"{recorded:.4f}%; expected the predictions of the evaluation that gave top1")
     return Outcomes(path, ids_a[order], correct)
 
 
@@ -711,7 +714,7 @@ def _caption(key: GroupKey, baseline: Baseline, eval_split: str, resamples: Resa
             "in backbones." + (" GFLOPs: inference cost per image at evaluation (with the method's actual "
                                "routing), mean over the target domains." if gflops else "")
             + " Bold: the highest value of each accuracy column, Mean and S (equal printed values all "
-              "bold; partial values do not compete).")
+              "bold; partial values do not compete; no bold where all values are equal).")
 
 
 def resample_group(key: GroupKey, rows: pd.DataFrame, evidence: Mapping[str, Outcomes] | None) -> Resamples:
@@ -820,10 +823,7 @@ def finetune_table(key: GroupKey, rows: pd.DataFrame, resamples: Resamples, *,
             s_diff, p = _difference_cell(difference, digits=0), Cell(difference.p_value, digits=3)
         body.append((method, (*cells, mean, s_diff, p)))
     labels = method_labels([BASELINE_METHOD, *methods])
-    notes = [f"`{SIGNIFICANT}`: the {CONFIDENCE:.0%} interval excludes 0 (significant in a two-sided paired "
-             f"bootstrap test at level {1 - CONFIDENCE:.2f}; no correction for multiple comparisons).",
-             f"`{PARTIAL}`: the mean over the domains both methods have only."]
-    notes += unlabelled_note(stats.values()) + _interval_notes(resamples)
+    notes = [f"`{PARTIAL}`: the mean over the domains both methods have only.", *_interval_notes(resamples)]
     return Table(
         name=f"{key.slug}_vs_finetune",
         title=f"{FAMILY_TITLES[key.family]} ({key.suite}, {key.protocol}): difference from "
@@ -834,8 +834,10 @@ def finetune_table(key: GroupKey, rows: pd.DataFrame, resamples: Resamples, *,
                  f"(percentage points), and S against {baseline.description}. ± the half-width of the "
                  f"{CONFIDENCE:.0%} paired bootstrap interval of the difference ({RESAMPLES} resamples of "
                  "each domain's test images, the same resampled images for both methods, seeds averaged "
-                 "per image; exact bounds in the CSV). "
-                 "p (S): the two-sided paired-bootstrap p-value of the S difference."),
+                 f"per image; exact bounds in the CSV). `{SIGNIFICANT}`: the interval excludes 0, a "
+                 "significant difference in a two-sided paired bootstrap test at level "
+                 f"{1 - CONFIDENCE:.2f} (no correction for multiple comparisons). p (S): the two-sided "
+                 "paired-bootstrap p-value of the S difference."),
         columns=(*(domain_label(d, key.suite) for d in domains), "Mean", "S", "p (S)"),
         rows=tuple(body), notes=tuple(notes), labels=labels,
     )

@@ -414,7 +414,8 @@ def test_vs_finetune_marks_significant_differences():
     fe = dict(zip(versus.columns, dict(versus.rows)["feature-extractor"], strict=True))
     assert fe["DTD"].mean == pytest.approx(-25.0) and fe["DTD"].mark == "‡"
     assert fe["ImNet"].mean is None and fe["Mean"].mark.startswith("*") and fe["S"].mean is None
-    assert "two-sided paired bootstrap test at level 0.05" in " ".join(versus.notes)
+    assert "`‡`: the interval excludes 0, a significant difference in a two-sided paired bootstrap test at " \
+        "level 0.05" in versus.caption
     assert md_cells(versus, "spottune")["DTD"].endswith("‡")
 
 
