@@ -13,6 +13,7 @@ class BNAdapt(Method):
     target domain; convolutions keep their pretrained weights."""
 
     name = "bn-adapt"
+    label = "BN adapt."
     summary = "only the BN layers (affine + statistics) and a new classifier are trained"
     settings = ("decathlon",)
 

@@ -12,6 +12,7 @@ class FeatureExtractor(Method):
     """Pretrained network frozen (weights and BN statistics); a new linear classifier is trained."""
 
     name = "feature-extractor"
+    label = "Feature extractor"
     summary = "pretrained network frozen (BN statistics too); only a new classifier is trained"
 
     def build(self, backbone: nn.Module, spec, num_classes: int, config) -> nn.Module:

@@ -22,6 +22,7 @@ class FineTune(Method):
     """Every layer fine-tuned from the pretrained weights, with a new classifier."""
 
     name = "finetune"
+    label = "Fine-tuning"
     summary = "standard fine-tuning: every layer trained from the pretrained weights, new classifier"
 
     def build(self, backbone: nn.Module, spec, num_classes: int, config) -> nn.Module:
@@ -32,6 +33,7 @@ class Scratch(FineTune):
     """The same network trained from a random initialisation."""
 
     name = "scratch"
+    label = "Scratch"
     summary = "the same network trained from random initialisation (no pretrained weights)"
     pretrained = False
     settings = ("decathlon",)
@@ -49,6 +51,7 @@ class FineTuneResNet101(FineTune):
     """
 
     name = "finetune-resnet101"
+    label = "Fine-tuning ResNet-101"
     summary = "standard fine-tuning of the deeper backbone (ResNet-101 for ResNet-50; 2x-deep ResNet-26)"
     settings = ("extra",)
 

@@ -76,6 +76,7 @@ class L2SP(Method):
     """Standard fine-tuning plus the L2-SP regulariser (``config.l2sp_alpha``, ``config.l2sp_beta``)."""
 
     name = "l2-sp"
+    label = "L2-SP"
     summary = "fine-tuning with (alpha/2)||w_S - w_S^0||^2 + (beta/2)||w_new||^2 instead of weight decay"
 
     def build(self, backbone: nn.Module, spec, num_classes: int, config) -> nn.Module:

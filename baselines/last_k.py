@@ -17,6 +17,7 @@ class FineTuneLastK(Method):
     def __init__(self, k: int):
         self.k = k
         self.name = f"finetune-last-{k}"
+        self.label = f"Fine-tuning last-{k}"
         self.summary = f"fine-tune only the last {k} residual block(s), the head and a new classifier"
 
     def build(self, backbone: nn.Module, spec, num_classes: int, config) -> nn.Module:

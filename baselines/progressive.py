@@ -87,6 +87,7 @@ class ProgressiveNets(Method):
     """Frozen pretrained column + new column (``config.progressive_init``) with lateral 1x1 adapters."""
 
     name = "progressive-nets"
+    label = "Progressive neural nets"
     summary = "frozen pretrained column + new column (pretrained init) with zero-init 1x1 lateral adapters"
 
     def build(self, backbone: nn.Module, spec, num_classes: int, config) -> nn.Module:

@@ -49,6 +49,7 @@ class CopyReinit(Method):
         self.freeze = freeze
         rest = "F(rest)" if freeze else "FT(rest)"
         self.notation = f"{rest}R(top{k})"
+        self.label = self.notation  # Chu et al.'s notation
         self.name = f"reinit-{k}-{'freeze' if freeze else 'tune'}"
         copied = "frozen" if freeze else "fine-tuned"
         self.summary = (f"{self.notation}: top {k} block(s), head and classifier re-initialised; the copied "

@@ -75,6 +75,7 @@ class StochasticFineTune(_TwoPath):
     """Two-path model; 50% of the blocks randomly fine-tuned at each step (see the module docstring)."""
 
     name = "stochastic-finetune"
+    label = "Stochastic fine-tuning"
     summary = ("two-path model, a random half of the blocks fine-tuned per image and step; "
                "test: mean of both paths")
 
@@ -104,6 +105,7 @@ class RandomPolicy(_TwoPath):
     """Two-path model; last three blocks always fine-tuned, the others random per image (train and test)."""
 
     name = "random-policy"
+    label = "Random policy"
     summary = "two-path model: last 3 blocks always fine-tuned, the others random per image (train and test)"
 
     def forward(self, model: nn.Module, images: torch.Tensor, *,

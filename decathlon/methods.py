@@ -44,6 +44,7 @@ class Method(ABC):
     """Base class. Subclasses set the class attributes and override what differs."""
 
     name: str = ""
+    label: str = ""  # the paper's row name, shown in tables (empty: the registry name)
     summary: str = ""  # one line, shown by `run_all.py --list-methods` and in the docs
     routing: bool = False  # records policy statistics (per-block usage, histograms)
     learned_routing: bool = False  # routing decided per image by a trained policy (not drawn at random)

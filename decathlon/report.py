@@ -1,14 +1,20 @@
 """Paper-style reports of a results store: tables, policy figures, submission files.
 
 Everything here is a pure function of the store (:mod:`decathlon.store`: ``jobs`` with one row per
-finished job, ``policy`` in long format) plus, for submissions, the ``predictions.json`` each job wrote in
-its run directory. :func:`render_all` writes everything under ``<out>/reports/`` atomically.
+finished job, ``policy`` in long format) plus, for submissions and intervals, the ``predictions.json``
+each job wrote in its run directory. :func:`render_all` writes everything under ``<out>/reports/`` atomically.
 
-Tables follow the paper: one row per method (registry order), one column per domain in the paper's
-order (the source domain ``imagenet12`` included), then the mean over the domains, the Decathlon score
-S and #par. Results of different configurations are never averaged together: there is one table per
-(suite, table family, protocol, configuration), the configuration being every setting but the seed
-(``config_hash``); its caption names every setting that differs from the suite's defaults. On the real
+Tables follow the paper: one row per method (registry order, printed with the paper's row name,
+:attr:`decathlon.methods.Method.label`; the CSV keeps the registry name), one column per domain in the
+paper's order (the source domain ``imagenet12`` included), then the mean over the domains, the Decathlon
+score S, #par and, when the store records it, GFLOPs per image. Where the run directories hold labelled
+predictions, every accuracy, Mean and S gets a 95 % bootstrap interval over the test images
+(:mod:`decathlon.stats`; printed as ``± half-width`` with one seed, the seed spread staying with several),
+and a second table (``<group>_vs_finetune``) gives every method's paired difference from this run's
+``finetune`` with its significance. The best value of each accuracy column, Mean and S is bold.
+Results of different configurations are never averaged together: there is one table per (suite, table
+family, protocol, configuration), the configuration being every setting but the seed (``config_hash``);
+its caption names every setting that differs from the suite's defaults. On the real
 Decathlon the S baseline is the published Fine-tuning model; on every other suite it is this run's own
 ``finetune`` results. A job evaluated on a split without labels has no accuracy: its cell is empty with a
 footnote, and it is left out of means and S (marked partial).
@@ -17,6 +23,7 @@ footnote, and it is left out of means and S (marked partial).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import io
 import json
@@ -26,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from decathlon.errors import DataError
@@ -50,12 +58,25 @@ from decathlon.groups import (  # noqa: F401  (defined there since figures.py ne
 from decathlon.io import atomic_write_json, atomic_write_text
 from decathlon.published import BASELINE_DESCRIPTION, FINETUNE_BASELINE, PublishedRow, published_rows
 from decathlon.score import s_score, score_submission, write_submission
+from decathlon.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    Difference,
+    Interval,
+    domain_seed,
+    paired_difference,
+    percentile_interval,
+    resampled_means,
+    s_samples,
+)
 
 BASELINE_METHOD = "finetune"  # the method whose results are the S baseline on non-real suites
 OWNED_FOLDERS = ("tables", "figures", "submissions")  # under reports/: stale files here are removed
 REPORT_SUFFIXES = (".md", ".tex", ".csv", ".png", ".pdf", ".json", ".zip")  # what render_all writes
 PARTIAL = "*"  # marks a mean / S / #par computed over fewer domains than the table has
 UNLABELLED = "†"  # marks a cell whose evaluation split has no labels (no accuracy)
+SIGNIFICANT = "‡"  # marks a difference whose paired bootstrap interval excludes 0
+GFLOPS_COLUMN = "gflops_per_image"  # the store's inference cost (GFLOPs per image at evaluation), if any
 MISSING_MD, MISSING_TEX = "–", "--"
 
 
@@ -64,25 +85,45 @@ MISSING_MD, MISSING_TEX = "–", "--"
 
 @dataclass(frozen=True)
 class Cell:
-    """One table entry: a mean, its spread over seeds (None with one seed), how it is printed."""
+    """One table entry: a mean, its spread over seeds (None with one seed), its bootstrap interval over
+    test images (None without predictions to resample), how it is printed.
+
+    Printed as ``mean ± std`` with several seeds, else ``mean ± half-width`` of the interval when there is
+    one, else the mean alone; the exact interval bounds go to the CSV.
+    """
 
     mean: float | None = None
     std: float | None = None  # sample std over seeds, only when more than one seed
     n: int = 0  # seeds behind the mean
     digits: int = 2
     signed: bool = False  # print "+0.45" (differences)
-    mark: str = ""  # footnote marker (PARTIAL)
+    mark: str = ""  # footnote marker (PARTIAL, UNLABELLED, SIGNIFICANT)
+    ci: Interval | None = None  # 95 % bootstrap interval over test images (decathlon.stats)
+    bold: bool = False  # the best value of its column (:func:`bold_best`)
 
     def number(self, value: float) -> str:
         return f"{value:+.{self.digits}f}" if self.signed else f"{value:.{self.digits}f}"
 
-    def text(self, *, pm: str = " ± ", missing: str = MISSING_MD) -> str:
+    def body(self, *, pm: str = " ± ") -> str:
+        """The printed number and its spread, without mark or emphasis ('' when there is no number)."""
         if self.mean is None:
-            return missing + self.mark
+            return ""
         out = self.number(self.mean)
         if self.std is not None:
             out += pm + f"{self.std:.{self.digits}f}"
-        return out + self.mark
+        elif self.ci is not None:
+            out += pm + f"{self.ci.half_width:.{self.digits}f}"
+        return out
+
+    def text(self, *, pm: str = " ± ", missing: str = MISSING_MD,
+             strong: tuple[str, str] | None = None) -> str:
+        """The cell as printed: `missing` for no number; `strong` (opening, closing) wraps a bold body."""
+        if self.mean is None:
+            return missing + self.mark
+        body = self.body(pm=pm)
+        if self.bold and strong is not None:
+            body = strong[0] + body + strong[1]
+        return body + self.mark
 
 
 EMPTY = Cell()
@@ -100,6 +141,11 @@ class Table:
     notes: tuple[str, ...] = ()
     rules: tuple[int, ...] = ()  # row indices that get a horizontal rule above them (between methods)
     row_header: str = "Method"
+    labels: Mapping[str, str] = field(default_factory=dict)  # row key -> printed name (default: the key)
+
+    def label(self, key: str) -> str:
+        """The printed name of a row (the paper's name of a method; its registry name is the row key)."""
+        return self.labels.get(key, key)
 
 
 # ------------------------------------------------------------------------------------------ formatting
@@ -108,7 +154,10 @@ _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
     "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
     ">": r"\textgreater{}", "±": r"$\pm$", "Δ": r"$\Delta$", "–": "--", "−": "-", "`": "",
+    "†": r"\textdagger{}", "‡": r"\textdaggerdbl{}",
 }
+# The packages a .tex table needs beyond core LaTeX, named in a comment at its top
+LATEX_PACKAGES = ("booktabs",)  # \toprule, \midrule, \bottomrule
 
 
 def latex_escape(text: str) -> str:
@@ -126,26 +175,37 @@ def to_markdown(table: Table) -> str:
     lines = [f"### {table.title}", "", table.caption, "",
              "| " + " | ".join(_md_escape(h) for h in header) + " |",
              "|" + "---|" + "---:|" * len(table.columns)]
-    for label, cells in table.rows:
-        lines.append("| " + " | ".join([_md_escape(label)] + [c.text() for c in cells]) + " |")
+    for key, cells in table.rows:
+        texts = [c.text(strong=("**", "**")) for c in cells]
+        lines.append("| " + " | ".join([_md_escape(table.label(key))] + texts) + " |")
     if table.notes:
         lines.append("")
         lines.extend(f"- {note}" for note in table.notes)
     return "\n".join(lines) + "\n"
 
 
+def _latex_cell(cell: Cell) -> str:
+    if cell.mean is None:
+        return MISSING_TEX + latex_escape(cell.mark)
+    body = latex_escape(cell.body())
+    return (rf"\textbf{{{body}}}" if cell.bold else body) + latex_escape(cell.mark)
+
+
 def to_latex(table: Table) -> str:
-    """A booktabs table environment; every text field escaped."""
+    """A booktabs table environment, ASCII only, every text field escaped; a comment at its top names the
+    packages it needs (:data:`LATEX_PACKAGES`)."""
     spec = "l" + "r" * len(table.columns)
     header = " & ".join(latex_escape(h) for h in (table.row_header, *table.columns))
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+    packages = ", ".join(LATEX_PACKAGES)
+    lines = [f"% Needs \\usepackage{{{packages}}} in the preamble; everything else is core LaTeX.",
+             r"\begin{table}[t]", r"\centering", r"\small",
              rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.caption)}}}",
              rf"\label{{tab:{table.name}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", header + r" \\",
              r"\midrule"]
-    for i, (label, cells) in enumerate(table.rows):
+    for i, (key, cells) in enumerate(table.rows):
         if i in table.rules:
             lines.append(r"\midrule")
-        texts = [latex_escape(label)] + [latex_escape(c.text(missing=MISSING_TEX)) for c in cells]
+        texts = [latex_escape(table.label(key))] + [_latex_cell(c) for c in cells]
         lines.append(" & ".join(texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
@@ -155,17 +215,24 @@ def to_latex(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else repr(round(float(value), 6))
+
+
 def to_csv(table: Table) -> str:
-    """Machine-readable numbers: per column the mean and its std (empty when absent), full precision."""
+    """Machine-readable numbers: the row key (a method's registry name) and its printed label, then per
+    column the mean, its std over seeds and its bootstrap interval (``ci_low``, ``ci_high``), each empty
+    when absent, at full precision."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([table.row_header.lower()] + [x for c in table.columns for x in (c, f"{c} std")])
-    for label, cells in table.rows:
+    writer.writerow([table.row_header.lower(), "label"]
+                    + [x for c in table.columns for x in (c, f"{c} std", f"{c} ci_low", f"{c} ci_high")])
+    for key, cells in table.rows:
         values = []
         for c in cells:
-            values += ["" if c.mean is None else repr(round(c.mean, 6)),
-                       "" if c.std is None else repr(round(c.std, 6))]
-        writer.writerow([label, *values])
+            values += [_csv_number(c.mean), _csv_number(c.std), _csv_number(c.ci and c.ci.low),
+                       _csv_number(c.ci and c.ci.high)]
+        writer.writerow([key, table.label(key), *values])
     return buf.getvalue()
 
 
@@ -182,7 +249,130 @@ def method_order(present: Iterable[str], registry: Sequence[str] | None = None) 
     return [m for m in registry if m in present] + sorted(present - set(registry))
 
 
+def method_labels(names: Iterable[str]) -> dict[str, str]:
+    """The paper's row name of each method (:attr:`decathlon.methods.Method.label`); a method without a
+    label, or one the registry does not know, keeps its registry name."""
+    from decathlon.methods import all_methods  # imports the method modules; only needed here
+
+    methods = all_methods()
+    return {name: (methods[name].label if name in methods else "") or name for name in names}
+
+
 # ------------------------------------------------------------------------------------------ statistics
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Which labelled evaluation images one job classified correctly, sorted by image id."""
+
+    path: Path  # the predictions.json they were read from (named in errors)
+    image_ids: np.ndarray  # (n,) image ids (ints, or the relative paths of folder-layout datasets)
+    correct: np.ndarray  # (n,) bool
+
+
+def read_outcomes(run_dir: Path, top1: object = None) -> Outcomes | None:
+    """Per-image correctness from a run directory's ``predictions.json`` (its ``predicted`` class indices
+    against its ``labels``; images labelled -1 are unlabelled and left out).
+
+    None when there is nothing to resample: no predictions file, one written before labels were recorded,
+    or no labelled image. DataError for a malformed file, and when its accuracy differs from the job's
+    `top1` (%, from result.json) by more than 1e-6 points: the two files then describe different runs.
+    """
+    if not (run_dir / "predictions.json").is_file():
+        return None
+    data = _predictions(run_dir)
+    path = run_dir / "predictions.json"
+    if data.get("labels") is None:
+        return None
+    ids, predicted, labels = data["image_ids"], data["predicted"], data["labels"]
+    if not isinstance(labels, list) or len(labels) != len(ids):
+        raise DataError(f"{path}: {len(ids)} image_ids but labels {type(labels).__name__} of "
+                        f"{len(labels) if isinstance(labels, list) else '?'}; expected one label per image")
+    try:
+        labels_a, predicted_a = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise DataError(f"{path}: 'predicted' and 'labels' must be lists of class indices") from None
+    keep = labels_a >= 0
+    if not keep.any():
+        return None
+    ids_a = np.asarray([i for i, k in zip(ids, keep, strict=True) if k])
+    order = np.argsort(ids_a, kind="stable")
+    correct = (predicted_a[keep] == labels_a[keep])[order]
+    accuracy = 100.0 * float(correct.mean())
+    try:
+        recorded = float(top1)  # NaN or None: the store has no accuracy to compare with
+    except (TypeError, ValueError):
+        recorded = math.nan
+    if not math.isnan(recorded) and abs(accuracy - recorded) > 1e-6:
+        raise DataError(f"{path}: its predictions are {accuracy:.4f}% correct but result.json records top1 "
+                        f"{recorded:.4f}%; expected the predictions of the evaluation that gave top1")
+    return Outcomes(path, ids_a[order], correct)
+
+
+def read_evidence(out_dir: str | Path, jobs: pd.DataFrame) -> dict[str, Outcomes]:
+    """:class:`Outcomes` by ``job_id`` for every job of the store with labelled predictions in its run
+    directory (found as :func:`run_dir_of` finds it); jobs without are left out (their cells get no
+    interval). DataError for malformed or inconsistent predictions files."""
+    if jobs.empty or not {"job_id", "run_dir"} <= set(jobs.columns):
+        return {}
+    out = {}
+    for job in jobs.to_dict("records"):
+        outcomes = read_outcomes(run_dir_of(Path(out_dir), job), job.get("top1"))
+        if outcomes is not None:
+            out[str(job["job_id"])] = outcomes
+    return out
+
+
+@dataclass(frozen=True)
+class Resamples:
+    """The bootstrap of one table group (:mod:`decathlon.stats`): per (method, domain) the accuracy (%)
+    of every resample, paired within a domain (the same resampled images for every method)."""
+
+    accuracy: Mapping[tuple[str, str], np.ndarray] = field(default_factory=dict)  # (RESAMPLES,) each
+    unresampled: int = 0  # labelled jobs of the group without predictions to resample
+
+    def of(self, method: str, domains: Iterable[str]) -> dict[str, np.ndarray]:
+        """A method's resampled accuracies by domain, for the `domains` it has them."""
+        return {d: self.accuracy[(method, d)] for d in domains if (method, d) in self.accuracy}
+
+
+def _seed_averaged(outcomes: Sequence[Outcomes], reference: Outcomes | None) -> np.ndarray:
+    """Per image, the fraction of a method's seeds that classify it correctly; DataError when a job's
+    test images differ from the `reference` job's (every method of a table is tested on the same)."""
+    first = reference or outcomes[0]
+    for o in outcomes:
+        if o.image_ids.shape != first.image_ids.shape or not np.array_equal(o.image_ids, first.image_ids):
+            raise DataError(f"{o.path}: its {len(o.image_ids)} labelled test images are not those of "
+                            f"{first.path} ({len(first.image_ids)}); expected the same test images for "
+                            "every job of a table")
+    return np.mean([o.correct for o in outcomes], axis=0)
+
+
+def group_resamples(rows: pd.DataFrame, evidence: Mapping[str, Outcomes],
+                    domains: Sequence[str]) -> Resamples:
+    """Resample each domain's test images :data:`decathlon.stats.RESAMPLES` times (seeded by the domain's
+    name) and give every method with predictions for all its labelled seeds its resampled accuracies.
+    `rows`: the group's deduplicated jobs; `evidence`: :func:`read_evidence`."""
+    accuracy: dict[tuple[str, str], np.ndarray] = {}
+    if "job_id" not in rows:
+        return Resamples()
+    labelled = rows[pd.to_numeric(rows["top1"], errors="coerce").notna()]
+    jobs = {(str(d), str(m)): [str(j) for j in sel["job_id"]]
+            for (d, m), sel in labelled.groupby(["domain", "method"], sort=True)}
+    unresampled = sum(j not in evidence for ids in jobs.values() for j in ids)
+    for domain in domains:
+        scores: dict[str, np.ndarray] = {}
+        reference = None
+        for (d, method), ids in jobs.items():
+            if d != domain or any(j not in evidence for j in ids):
+                continue
+            found = [evidence[j] for j in ids]
+            scores[method] = _seed_averaged(found, reference)
+            reference = reference or found[0]
+        if scores:
+            means = resampled_means(np.stack(list(scores.values())), seed=domain_seed(domain))
+            accuracy.update({(m, domain): 100.0 * row for m, row in zip(scores, means, strict=True)})
+    return Resamples(accuracy, unresampled)
 
 
 def dedupe(rows: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -258,11 +448,16 @@ def choose_baseline(key: GroupKey, stats: Mapping[tuple[str, str], Cell], domain
                     notes=tuple(notes))
 
 
+def baseline_accuracy(baseline: Baseline) -> Mapping[str, float]:
+    """The accuracies (%) S is scored against: the published Fine-tuning, or this run's own."""
+    return FINETUNE_BASELINE if baseline.accuracy is None else baseline.accuracy
+
+
 def s_cell(accuracy: Mapping[str, float], baseline: Baseline) -> Cell:
     """The S-score of per-domain mean accuracies (%), marked partial when baseline domains are missing."""
     if not baseline.usable or not accuracy:
         return EMPTY
-    reference = FINETUNE_BASELINE if baseline.accuracy is None else baseline.accuracy
+    reference = baseline_accuracy(baseline)
     scored = {d: a for d, a in accuracy.items() if d in reference}
     if not scored:
         return EMPTY
@@ -293,44 +488,203 @@ def par_cell(rows: pd.DataFrame, domains: Sequence[str]) -> Cell:
     return Cell(1.0 + sum(present), digits=2, mark=PARTIAL if len(present) < len(per_domain) else "")
 
 
-# ----------------------------------------------------------------------------------------------- tables
+def gflops_cell(rows: pd.DataFrame, domains: Sequence[str]) -> Cell:
+    """Inference cost: GFLOPs per image at evaluation (the store's :data:`GFLOPS_COLUMN`), averaged over
+    seeds per domain, then over the target domains (the source domain is left out). A domain without a
+    measurement makes the value partial; none at all is missing, never 0."""
+    per_domain = []
+    for d in domains:
+        if is_source(d):
+            continue
+        values = pd.to_numeric(rows.loc[rows["domain"] == d, GFLOPS_COLUMN], errors="coerce").dropna()
+        per_domain.append(float(values.mean()) if len(values) else None)
+    return _mean_cell(per_domain, digits=3)
 
 
-def _caption(key: GroupKey, baseline: Baseline, eval_split: str) -> str:
+def with_interval(cell: Cell, samples: np.ndarray | None) -> Cell:
+    """`cell` with the percentile interval of its bootstrap `samples` (unchanged without either)."""
+    if samples is None or cell.mean is None:
+        return cell
+    return dataclasses.replace(cell, ci=percentile_interval(samples))
+
+
+def mean_resamples(samples: Mapping[str, np.ndarray], accuracy: Mapping[str, float]) -> np.ndarray | None:
+    """The Mean column of every resample: the mean over the domains of `accuracy` (those with a number),
+    when every one of them has resamples (else None)."""
+    if not accuracy or any(d not in samples for d in accuracy):
+        return None
+    return np.mean([samples[d] for d in accuracy], axis=0)
+
+
+def s_resamples(samples: Mapping[str, np.ndarray], accuracy: Mapping[str, float],
+                baseline: Baseline) -> np.ndarray | None:
+    """The S of every resample against `baseline` (held fixed), when every domain that counts in the S of
+    `accuracy` has resamples (else None)."""
+    reference = baseline_accuracy(baseline)
+    scored = [d for d in accuracy if d in reference]
+    if not baseline.usable or not scored or any(d not in samples for d in scored):
+        return None
+    return s_samples({d: samples[d] for d in scored}, reference)
+
+
+def bold_best(body: Sequence[tuple[str, Sequence[Cell]]], columns: Iterable[int]) -> list[tuple[str, tuple]]:
+    """Bold, in each of `columns`, the cells of the highest value as printed (ties all bold). Cells with
+    a mark (partial, unlabelled) do not compete, and a column with fewer than two distinct values gets
+    no bold (nothing to tell apart)."""
+    rows = [(key, list(cells)) for key, cells in body]
+    for j in columns:
+        values = {i: float(cells[j].number(cells[j].mean)) for i, (_, cells) in enumerate(rows)
+                  if cells[j].mean is not None and not cells[j].mark}
+        if len(set(values.values())) < 2:
+            continue
+        best = max(values.values())
+        for i, value in values.items():
+            if value == best:
+                rows[i][1][j] = dataclasses.replace(rows[i][1][j], bold=True)
+    return [(key, tuple(cells)) for key, cells in rows]
+
+
+def _caption(key: GroupKey, baseline: Baseline, eval_split: str, resamples: Resamples,
+             gflops: bool) -> str:
+    if resamples.accuracy:
+        cells = (f"Cells: mean ± sample std over seeds with several seeds; with one seed, ± the half-width "
+                 f"of its {CONFIDENCE:.0%} bootstrap interval over the test images ({RESAMPLES} resamples, "
+                 "seeded; exact bounds in the CSV). Mean and S: ± the half-width of their interval "
+                 "(every domain resampled, seeds averaged per image).")
+    else:
+        cells = "Cells: mean ± sample std over seeds (std only with more than one seed)."
     return (f"Suite `{key.suite}`, protocol {key.protocol} (top-1 accuracy, %, on {eval_split}), "
-            f"preset {key.preset}, schedule {key.schedule}. {key.settings_text} Cells: mean ± sample std "
-            f"over seeds (std only with more than one seed). Mean: over the domains. S: Decathlon score "
-            f"against {baseline.description}. #par: parameters for all domains, in backbones.")
+            f"preset {key.preset}, schedule {key.schedule}. {key.settings_text} {cells} Mean: over the "
+            f"domains. S: Decathlon score against {baseline.description}. #par: parameters for all domains, "
+            "in backbones." + (" GFLOPs: inference cost per image at evaluation (with the method's actual "
+                               "routing), mean over the target domains." if gflops else "")
+            + " Bold: the highest value of each accuracy column, Mean and S (equal printed values all "
+              "bold; partial values do not compete; no bold where all values are equal).")
 
 
-def results_table(key: GroupKey, rows: pd.DataFrame, *, registry: Sequence[str] | None = None) -> Table:
-    """The paper's table for one group: methods x domains, mean, S, #par."""
+def resample_group(key: GroupKey, rows: pd.DataFrame, evidence: Mapping[str, Outcomes] | None) -> Resamples:
+    """The paired bootstrap of one group's table (:func:`group_resamples`); empty without `evidence`."""
+    if evidence is None:
+        return Resamples()
+    rows, _ = dedupe(rows)
+    return group_resamples(rows, evidence, table_domains(key, rows["domain"].unique()))
+
+
+def _interval_notes(resamples: Resamples) -> list[str]:
+    if not resamples.unresampled:
+        return []
+    return [f"No interval for {resamples.unresampled} labelled job(s) whose run directory has no "
+            "`predictions.json` with labels to resample."]
+
+
+def results_table(key: GroupKey, rows: pd.DataFrame, *, registry: Sequence[str] | None = None,
+                  resamples: Resamples | None = None) -> Table:
+    """The paper's table for one group: methods x domains, mean, S, #par (and GFLOPs when the store has
+    the column), with bootstrap intervals from `resamples` (:func:`resample_group`) and the best value
+    of each accuracy column, Mean and S in bold (:func:`bold_best`). Rows are keyed by registry name and
+    printed with the paper's names (:func:`method_labels`)."""
     rows, dropped = dedupe(rows)
+    resamples = resamples or Resamples()
     domains = table_domains(key, rows["domain"].unique())
     stats = seed_stats(rows)
     baseline = choose_baseline(key, stats, domains)
     eval_split = str(rows["eval_split"].iloc[0]) if "eval_split" in rows else key.protocol.split("->")[1]
+    gflops = GFLOPS_COLUMN in rows.columns
     body = []
     any_partial = False
-    for method in method_order(rows["method"].unique(), registry):
-        cells = [stats.get((method, d), EMPTY) for d in domains]
+    methods = method_order(rows["method"].unique(), registry)
+    for method in methods:
+        samples = resamples.of(method, domains)
+        cells = [with_interval(stats.get((method, d), EMPTY), samples.get(d)) for d in domains]
         accuracy = {d: c.mean for d, c in zip(domains, cells, strict=True) if c.mean is not None}
-        mean = _mean_cell([c.mean for c in cells])
-        s = s_cell(accuracy, baseline)
-        par = par_cell(rows[rows["method"] == method], domains)
-        any_partial |= PARTIAL in (mean.mark + s.mark + par.mark)
-        body.append((method, (*cells, mean, s, par)))
+        mean = with_interval(_mean_cell([c.mean for c in cells]), mean_resamples(samples, accuracy))
+        s = with_interval(s_cell(accuracy, baseline), s_resamples(samples, accuracy, baseline))
+        own = rows[rows["method"] == method]
+        costs = [par_cell(own, domains)] + ([gflops_cell(own, domains)] if gflops else [])
+        any_partial |= PARTIAL in "".join(c.mark for c in (mean, s, *costs))
+        body.append((method, (*cells, mean, s, *costs)))
     notes = list(baseline.notes) + unlabelled_note(c for _, cells in body for c in cells)
     if any_partial:
         notes.append(f"`{PARTIAL}` marks values over the domains present only (S counts a missing domain "
                      "as 0 points).")
     if dropped:
         notes.append(f"{dropped} duplicate result(s) (same method, domain and seed) ignored; the last kept.")
+    notes += _interval_notes(resamples)
     return Table(
         name=key.slug, title=f"{FAMILY_TITLES[key.family]} ({key.suite}, {key.protocol})",
-        caption=_caption(key, baseline, eval_split),
-        columns=(*(domain_label(d, key.suite) for d in domains), "Mean", "S", "#par"),
-        rows=tuple(body), notes=tuple(notes),
+        caption=_caption(key, baseline, eval_split, resamples, gflops),
+        columns=(*(domain_label(d, key.suite) for d in domains), "Mean", "S", "#par")
+        + (("GFLOPs",) if gflops else ()),
+        rows=tuple(bold_best(body, range(len(domains) + 2))), notes=tuple(notes),
+        labels=method_labels(methods),
+    )
+
+
+def _difference_cell(difference: Difference, digits: int = 2) -> Cell:
+    return Cell(difference.point, digits=digits, signed=True, ci=difference.interval,
+                mark=SIGNIFICANT if difference.significant else "")
+
+
+def finetune_table(key: GroupKey, rows: pd.DataFrame, resamples: Resamples, *,
+                   registry: Sequence[str] | None = None) -> Table | None:
+    """Every method against this run's `finetune` on the same test images, with paired bootstrap tests.
+
+    Per domain the accuracy difference (percentage points), then the mean difference over the domains
+    both have, the S difference and its two-sided p-value (:func:`decathlon.stats.paired_difference`);
+    differences whose 95 % interval excludes 0 are marked :data:`SIGNIFICANT`. None when no method has
+    resamples in a domain where `finetune` has them (no predictions to resample).
+    """
+    rows, _ = dedupe(rows)
+    domains = table_domains(key, rows["domain"].unique())
+    base = resamples.of(BASELINE_METHOD, domains)
+    methods = [m for m in method_order(rows["method"].unique(), registry)
+               if m != BASELINE_METHOD and set(resamples.of(m, domains)) & set(base)]
+    if not methods:
+        return None
+    stats = seed_stats(rows)
+    baseline = choose_baseline(key, stats, domains)
+
+    def accuracy(method: str) -> dict[str, float]:
+        return {d: stats[(method, d)].mean for d in domains
+                if (method, d) in stats and stats[(method, d)].mean is not None}
+
+    base_accuracy = accuracy(BASELINE_METHOD)
+    base_s, base_s_samples = s_cell(base_accuracy, baseline), s_resamples(base, base_accuracy, baseline)
+    body = []
+    for method in methods:
+        samples, own = resamples.of(method, domains), accuracy(method)
+        shared = [d for d in domains if d in samples and d in base]
+        cells = [_difference_cell(paired_difference(base[d], samples[d], own[d] - base_accuracy[d]))
+                 if d in shared else EMPTY for d in domains]
+        mean = _difference_cell(paired_difference(
+            np.mean([base[d] for d in shared], axis=0), np.mean([samples[d] for d in shared], axis=0),
+            float(np.mean([own[d] - base_accuracy[d] for d in shared]))))
+        if len(shared) < len(domains):
+            mean = dataclasses.replace(mean, mark=PARTIAL + mean.mark)
+        s, s_samples_ = s_cell(own, baseline), s_resamples(samples, own, baseline)
+        s_diff, p = EMPTY, EMPTY
+        if s_samples_ is not None and base_s_samples is not None and not (s.mark or base_s.mark):
+            difference = paired_difference(base_s_samples, s_samples_, s.mean - base_s.mean)
+            s_diff, p = _difference_cell(difference, digits=0), Cell(difference.p_value, digits=3)
+        body.append((method, (*cells, mean, s_diff, p)))
+    labels = method_labels([BASELINE_METHOD, *methods])
+    notes = [f"`{PARTIAL}`: the mean over the domains both methods have only.", *_interval_notes(resamples)]
+    return Table(
+        name=f"{key.slug}_vs_finetune",
+        title=f"{FAMILY_TITLES[key.family]} ({key.suite}, {key.protocol}): difference from "
+              f"{labels[BASELINE_METHOD]}",
+        caption=(f"Suite `{key.suite}`, protocol {key.protocol}, preset {key.preset}, "
+                 f"schedule {key.schedule}. {key.settings_text} Each method minus this run's "
+                 f"`{BASELINE_METHOD}` on the same test images: top-1 accuracy per domain and Mean "
+                 f"(percentage points), and S against {baseline.description}. ± the half-width of the "
+                 f"{CONFIDENCE:.0%} paired bootstrap interval of the difference ({RESAMPLES} resamples of "
+                 "each domain's test images, the same resampled images for both methods, seeds averaged "
+                 f"per image; exact bounds in the CSV). `{SIGNIFICANT}`: the interval excludes 0, a "
+                 "significant difference in a two-sided paired bootstrap test at level "
+                 f"{1 - CONFIDENCE:.2f} (no correction for multiple comparisons). p (S): the two-sided "
+                 "paired-bootstrap p-value of the S difference."),
+        columns=(*(domain_label(d, key.suite) for d in domains), "Mean", "S", "p (S)"),
+        rows=tuple(body), notes=tuple(notes), labels=labels,
     )
 
 
@@ -406,6 +760,11 @@ def comparison_table(key: GroupKey, rows: pd.DataFrame, *,
         body += [(f"{method} (this run)", tuple(ours_row)), (f"{method} (published)", tuple(theirs_row)),
                  (f"{method} (Δ)", tuple(delta_row))]
     columns = (*(domain_label(d, key.suite) for d in domains), "Mean") + (("S", "#par") if with_s else ())
+    # a registered method by its registry label, a published-only one by the paper's row name
+    names = {m: published[m].label for m in methods} | {
+        m: label for m, label in method_labels(methods).items() if label != m}
+    labels = {f"{m} ({kind})": f"{names[m]} ({kind})" for m in methods
+              for kind in ("this run", "published", "Δ")}
     why = (" Δ = this run - published." if reason is None else f" {reason[0].upper()}{reason[1:]}.")
     notes = [f"`{PARTIAL}` marks values over the domains present only.",
              "Published rows: " + "; ".join(f"{m}: {published[m].label}, {published[m].source}"
@@ -417,18 +776,23 @@ def comparison_table(key: GroupKey, rows: pd.DataFrame, *,
                  f"schedule {key.schedule}. {key.settings_text} "
                  "This run (mean over seeds) beside every published row (top-1 accuracy, %, on test; "
                  f"published S and #par).{why}"),
-        columns=columns, rows=tuple(body), rules=tuple(rules[1:]), notes=tuple(notes),
+        columns=columns, rows=tuple(body), rules=tuple(rules[1:]), notes=tuple(notes), labels=labels,
     )
 
 
-def build_tables(jobs: pd.DataFrame, *, registry: Sequence[str] | None = None) -> list[Table]:
-    """Every table of a store's jobs: per group the results table, and on real suites the comparison."""
+def build_tables(jobs: pd.DataFrame, *, registry: Sequence[str] | None = None,
+                 evidence: Mapping[str, Outcomes] | None = None) -> list[Table]:
+    """Every table of a store's jobs: per group the results table, the paired comparison with `finetune`
+    (when `evidence`, :func:`read_evidence`, gives predictions to resample) and, on real suites, the
+    comparison with the published rows. Without `evidence` the tables have no bootstrap intervals."""
     tables = []
     for key, rows in group_jobs(jobs):
-        tables.append(results_table(key, rows, registry=registry))
-        comparison = comparison_table(key, rows, registry=registry)
-        if comparison is not None:
-            tables.append(comparison)
+        resamples = resample_group(key, rows, evidence)
+        tables.append(results_table(key, rows, registry=registry, resamples=resamples))
+        for table in (finetune_table(key, rows, resamples, registry=registry),
+                      comparison_table(key, rows, registry=registry)):
+            if table is not None:
+                tables.append(table)
     return tables
 
 
@@ -691,7 +1055,7 @@ def render_all(out_dir: str | Path, store, *, chosen_domain: str | None = None,
     out_dir = Path(out_dir)
     reports = out_dir / "reports"
     # read and check everything first, so that bad input fails before any file is written
-    tables = build_tables(store.jobs, registry=registry)
+    tables = build_tables(store.jobs, registry=registry, evidence=read_evidence(out_dir, store.jobs))
     figures, notes = policy_outputs(store, chosen_domain=chosen_domain)
     explorer, explorer_notes = explorer_outputs(store, functools.partial(run_dir_of, out_dir),
                                                 data_root=data_root, chosen_domain=chosen_domain)

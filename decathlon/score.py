@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from decathlon.errors import DataError, UnknownNameError
 from decathlon.io import atomic_write_bytes, atomic_write_text
 from decathlon.published import BASELINE_DESCRIPTION, FINETUNE_BASELINE
@@ -48,14 +50,20 @@ def _check_accuracy(value: Any, what: str) -> float:
     return float(value)
 
 
-def domain_points(accuracy: float, baseline_accuracy: float) -> float:
-    """Points of one domain: alpha * max(0, Emax - E) ** 2 with Emax = 2 * baseline error (fractions)."""
+def domain_points(accuracy: float | np.ndarray, baseline_accuracy: float) -> float | np.ndarray:
+    """Points of one domain: alpha * max(0, Emax - E) ** 2 with Emax = 2 * baseline error (fractions).
+
+    `accuracy` in %: a number (returns a float) or an array of them (returns an array of the same shape,
+    e.g. bootstrap resamples, :mod:`decathlon.stats`).
+    """
     # alpha * max(0, Emax - E) ** gamma == 1000 * max(0, 1 - E / Emax) ** gamma; errors in % (the ratio is
     # unit-free), which keeps a domain at the baseline at exactly 250 points in floating point
-    error, e_max = 100.0 - accuracy, 2.0 * (100.0 - baseline_accuracy)
+    error, e_max = 100.0 - np.asarray(accuracy, dtype=np.float64), 2.0 * (100.0 - baseline_accuracy)
     if e_max <= 0.0:  # a perfect baseline: the limit of the formula (1000 for a perfect domain, else 0)
-        return POINTS_PER_DOMAIN if error <= 0.0 else 0.0
-    return POINTS_PER_DOMAIN * max(0.0, 1.0 - error / e_max) ** GAMMA
+        points = np.where(error <= 0.0, POINTS_PER_DOMAIN, 0.0)
+    else:
+        points = POINTS_PER_DOMAIN * np.maximum(0.0, 1.0 - error / e_max) ** GAMMA
+    return float(points) if points.ndim == 0 else points
 
 
 def s_score(accuracy_by_domain: Mapping[str, float],

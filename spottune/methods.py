@@ -55,6 +55,7 @@ class SpotTuneMethod(Method):
     """SpotTune: per-image routing between frozen pretrained blocks and fine-tuned copies."""
 
     name = "spottune"
+    label = "SpotTune"
     summary = "SpotTune: a policy network routes each image via the frozen or fine-tuned copy of each block"
     routing = True
     learned_routing = True
@@ -90,6 +91,7 @@ class SpotTuneGlobalK(SpotTuneMethod):
     """SpotTune-Global-k: a Global-k penalty in training, one global k-block policy at evaluation."""
 
     name = "spottune-global-k"
+    label = "SpotTune (Global-k)"
     summary = "SpotTune-Global-k: penalties push all images onto the same k tuned blocks; global test policy"
 
     def build(self, backbone: nn.Module, spec, num_classes: int, config) -> nn.Module:
@@ -128,6 +130,7 @@ class SpotTuneRunningFT(SpotTuneMethod):
     """The trained SpotTune model with every block on its fine-tuned path (evaluation only)."""
 
     name = "spottune-running-ft"
+    label = "SpotTune (running fine-tuned blocks)"
     summary = "the trained SpotTune checkpoint evaluated with every block on the fine-tuned path"
     trains = False
     reuses = "spottune"

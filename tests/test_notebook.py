@@ -51,6 +51,6 @@ def test_notebook_executes_on_a_finished_store(tmp_path, monkeypatch):
     assert not errors, "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
     texts = "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
     assert f"{tmp_path.resolve()}: 30 finished jobs" in texts
-    assert "| spottune |" in texts and "| finetune |" in texts and "Visual Decathlon" in texts
+    assert "| SpotTune |" in texts and "| Fine-tuning |" in texts and "Visual Decathlon" in texts
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 3  # blocks, fine-tuned blocks per image, per-class usage of SpotTune

@@ -7,11 +7,14 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -22,12 +25,15 @@ from decathlon.explorer import EXPLORER_IMAGES, explorer_outputs
 from decathlon.figures import class_usage, plot_class_usage, policy_figures, render_figures
 from decathlon.io import atomic_write_json
 from decathlon.report import (
+    LATEX_PACKAGES,
     Cell,
     GroupKey,
+    Outcomes,
     build_tables,
     domain_family,
     domain_label,
     latex_escape,
+    read_evidence,
     render_all,
     results_table,
     suite_defaults,
@@ -243,7 +249,7 @@ def test_unlabelled_test_split_is_missing_not_zero():
     nine = {d: a + 1 for d, a in PUBLISHED_FT.items() if d != "dtd"}
     assert s.mark == "*" and s.mean == pytest.approx(s_score(nine).total)
     assert any(n.startswith("`†`: evaluated on a split without labels") for n in table.notes)
-    line = next(x for x in to_markdown(table).splitlines() if x.startswith("| spottune |"))
+    line = next(x for x in to_markdown(table).splitlines() if x.startswith("| SpotTune |"))
     assert line.split("|")[2 + columns.index("DTD")].strip() == "–†"
 
 
@@ -288,8 +294,10 @@ def test_latex_is_escaped_booktabs():
 def test_csv_has_mean_and_std_columns():
     jobs = pd.DataFrame([job_row("extra", "finetune", "cubs", s, 50.0 + s) for s in (0, 1)])
     rows = read_csv_text(to_csv(build_tables(jobs, registry=REGISTRY)[0]))
-    assert rows[0][:5] == ["method", "CUBS", "CUBS std", "Stanford Cars", "Stanford Cars std"]
-    assert rows[1][:3] == ["finetune", "50.5", "0.707107"] and rows[1][3] == ""
+    assert rows[0][:7] == ["method", "label", "CUBS", "CUBS std", "CUBS ci_low", "CUBS ci_high",
+                           "Stanford Cars"]
+    # no predictions to resample: no interval
+    assert rows[1][:7] == ["finetune", "Fine-tuning", "50.5", "0.707107", "", "", ""]
 
 
 def read_csv_text(text: str) -> list[list[str]]:
@@ -305,6 +313,251 @@ def test_cell_signed_and_missing():
     assert Cell(1.234, signed=True).text() == "+1.23"
     assert Cell(-3.0, digits=0, signed=True).text() == "-3"
     assert Cell().text(missing="--") == "--"
+
+
+# ----------------------------------------------------------------- intervals, bold, labels, GFLOPs, LaTeX
+
+TINY = (("imagenet12", 40), ("dtd", 20), ("svhn", 20))  # domain, test images of the interval goldens
+# (method, seed) -> domain -> (images right, GFLOPs per image or None); the first `right` images are right
+TINY_RUNS = {
+    ("finetune", 0): {"imagenet12": (30, 9.0), "dtd": (10, 0.5), "svhn": (15, 0.5)},
+    ("spottune", 0): {"imagenet12": (30, 9.0), "dtd": (16, 0.3), "svhn": (15, 0.35)},
+    ("feature-extractor", 0): {"dtd": (5, None), "svhn": (10, None)},  # no ImNet: partial
+    ("l2-sp", 0): {"imagenet12": (30, 9.0), "dtd": (11, 0.5), "svhn": (14, None)},
+    ("l2-sp", 1): {"imagenet12": (30, 9.0), "dtd": (13, 0.5), "svhn": (16, None)},
+}
+TINY_REGISTRY = ("feature-extractor", "finetune", "l2-sp", "spottune")
+
+
+def tiny_store() -> tuple[pd.DataFrame, dict[str, Outcomes]]:
+    """A small store of an unregistered suite (columns: the domains present) with planted per-image
+    results: its jobs (with GFLOPs) and the per-image evidence the tables resample."""
+    sizes = dict(TINY)
+    rows, evidence = [], {}
+    for (method, seed), domains in TINY_RUNS.items():
+        for domain, (right, gflops) in domains.items():
+            n = sizes[domain]
+            row = job_row("tiny", method, domain, seed, 100.0 * right / n)
+            rows.append(row | {"gflops_per_image": gflops})
+            evidence[row["job_id"]] = Outcomes(Path("/tiny") / row["job_id"] / "predictions.json",
+                                               np.arange(n), np.arange(n) < right)
+    jobs = pd.DataFrame(rows)
+    jobs["gflops_per_image"] = jobs["gflops_per_image"].astype(float)
+    return jobs, evidence
+
+
+def tiny_tables():
+    jobs, evidence = tiny_store()
+    return build_tables(jobs, registry=TINY_REGISTRY, evidence=evidence)
+
+
+def test_golden_tables_with_intervals():
+    tables = tiny_tables()
+    assert [t.name for t in tables] == ["tiny-decathlon_trainval-test_faithful-faithful",
+                                        "tiny-decathlon_trainval-test_faithful-faithful_vs_finetune"]
+    rendered = {}
+    for t in tables:
+        rendered |= {f"{t.name}.md": to_markdown(t), f"{t.name}.tex": to_latex(t), f"{t.name}.csv": to_csv(t)}
+    if os.environ.get("UPDATE_GOLDEN"):
+        for name, text in rendered.items():
+            (GOLDEN / name).write_text(text)
+    for name, text in rendered.items():
+        assert text == (GOLDEN / name).read_text(), f"{name} differs from tests/golden/{name}"
+
+
+def md_cells(table, key: str) -> dict[str, str]:
+    """The printed Markdown cells of one row by column name."""
+    line = next(x for x in to_markdown(table).splitlines() if x.startswith(f"| {table.label(key)} |"))
+    return dict(zip(table.columns, [c.strip() for c in line.split("|")[2:-1]], strict=True))
+
+
+def test_interval_cells_half_widths_bold_and_partial_marks():
+    main, versus = tiny_tables()
+    assert main.columns == ("DTD", "ImNet", "SVHN", "Mean", "S", "#par", "GFLOPs")
+    rows = dict(main.rows)
+    by = {key: dict(zip(main.columns, cells, strict=True)) for key, cells in rows.items()}
+    spot, ft, fe, l2 = (md_cells(main, k) for k in ("spottune", "finetune", "feature-extractor", "l2-sp"))
+    # one seed: "mean ± half-width of the 95% interval", which contains the mean; exact bounds in the CSV
+    dtd = by["spottune"]["DTD"]
+    assert dtd.mean == 80.0 and dtd.std is None and dtd.ci.low < 80.0 < dtd.ci.high
+    assert spot["DTD"] == f"**80.00 ± {dtd.ci.half_width:.2f}**"  # the only best DTD: bold
+    assert 12.0 < dtd.ci.half_width < 22.0  # 16 of 20 right: binomial 1.96 * sqrt(.8 * .2 / 20) = 17.5 pp
+    # several seeds: the seed spread as before (sample std of 55 and 65), the interval in the CSV only
+    assert l2["DTD"] == "60.00 ± 7.07" and by["l2-sp"]["DTD"].ci is not None
+    # SVHN: three methods tie at 75.00 above 50.00 (ties all bold); ImNet: all equal, nothing to tell apart
+    assert [x["SVHN"].startswith("**75.00") for x in (ft, spot, l2)] == [True] * 3
+    assert fe["SVHN"].startswith("50.00 ± ")
+    assert not any("**" in x["ImNet"] for x in (ft, spot, l2))
+    assert ft["ImNet"].startswith("75.00 ± ")
+    # partial values (no ImNet): marked, never bold; a missing cell is missing
+    assert fe["Mean"].endswith("*") and fe["S"].endswith("*") and "**" not in fe["Mean"] + fe["S"]
+    assert fe["ImNet"] == "–" and by["feature-extractor"]["Mean"].mean == pytest.approx(37.5)
+    assert spot["Mean"].startswith("**76.67 ± ") and spot["S"].startswith("**")
+    # S: this run's finetune is the baseline (250 per domain); its own S has an interval around 750
+    s = by["finetune"]["S"]
+    assert s.mean == pytest.approx(750.0) and s.ci.low < 750.0 < s.ci.high
+    # GFLOPs: target domains only (ImNet's 9.0 left out), missing is missing, partial is marked
+    assert (ft["GFLOPs"], spot["GFLOPs"], fe["GFLOPs"], l2["GFLOPs"]) == ("0.500", "0.325", "–", "0.500*")
+    assert "**" not in spot["GFLOPs"] + spot["#par"]  # costs are not ranked
+    assert "Bold: the highest value" in main.caption and "95% bootstrap interval" in main.caption
+    # paper row names in the table, the registry name kept as the row key
+    assert [main.label(k) for k, _ in main.rows] == ["Feature extractor", "Fine-tuning", "L2-SP", "SpotTune"]
+
+
+def test_vs_finetune_marks_significant_differences():
+    _, versus = tiny_tables()
+    assert versus.columns == ("DTD", "ImNet", "SVHN", "Mean", "S", "p (S)")
+    assert [k for k, _ in versus.rows] == ["feature-extractor", "l2-sp", "spottune"]
+    spot = dict(zip(versus.columns, dict(versus.rows)["spottune"], strict=True))
+    # DTD: SpotTune right on 6 more images of 20, never on fewer: +30 points, significant
+    assert spot["DTD"].mean == pytest.approx(30.0) and spot["DTD"].ci.low > 0 and spot["DTD"].mark == "‡"
+    # ImNet and SVHN: identical predictions, a zero-width interval at 0, not significant
+    for column in ("ImNet", "SVHN"):
+        assert spot[column].text() == "+0.00 ± 0.00"
+    assert spot["S"].mean > 0 and spot["S"].mark == "‡" and spot["p (S)"].mean < 0.05
+    fe = dict(zip(versus.columns, dict(versus.rows)["feature-extractor"], strict=True))
+    assert fe["DTD"].mean == pytest.approx(-25.0) and fe["DTD"].mark == "‡"
+    assert fe["ImNet"].mean is None and fe["Mean"].mark.startswith("*") and fe["S"].mean is None
+    assert "`‡`: the interval excludes 0, a significant difference in a two-sided paired bootstrap test at " \
+        "level 0.05" in versus.caption
+    assert md_cells(versus, "spottune")["DTD"].endswith("‡")
+
+
+def test_csv_keeps_registry_names_and_adds_labels_and_interval_bounds():
+    main, _ = tiny_tables()
+    rows = read_csv_text(to_csv(main))
+    assert rows[0][:6] == ["method", "label", "DTD", "DTD std", "DTD ci_low", "DTD ci_high"]
+    by = {r[0]: dict(zip(rows[0], r, strict=True)) for r in rows[1:]}
+    assert by["spottune"]["label"] == "SpotTune" and by["finetune"]["label"] == "Fine-tuning"
+    dtd = dict(zip(main.columns, dict(main.rows)["spottune"], strict=True))["DTD"]
+    assert float(by["spottune"]["DTD ci_low"]) == pytest.approx(dtd.ci.low, abs=1e-6)
+    assert float(by["spottune"]["DTD ci_high"]) == pytest.approx(dtd.ci.high, abs=1e-6)
+    assert by["l2-sp"]["DTD std"] == "7.071068" and by["l2-sp"]["DTD ci_low"] != ""
+    assert by["feature-extractor"]["ImNet ci_low"] == "" and by["feature-extractor"]["GFLOPs"] == ""
+
+
+def test_no_gflops_column_without_the_store_column():
+    jobs, evidence = tiny_store()
+    main = build_tables(jobs.drop(columns="gflops_per_image"), registry=TINY_REGISTRY, evidence=evidence)[0]
+    assert main.columns[-2:] == ("S", "#par") and "GFLOPs" not in main.caption
+
+
+def test_evidence_from_run_directories(tmp_path, mini_suite):
+    root = Path(mini_suite.decathlon_root)
+    write_mini_runs(tmp_path, root, ["svhn", "dtd"])  # finetune right on every 2nd image, spottune on all
+    render_all(tmp_path, build_store(tmp_path), registry=REGISTRY)
+    tables = tmp_path / "reports" / "tables"
+    versus = read_csv(tables / "mini-decathlon_trainval-test_faithful-faithful_vs_finetune.csv")
+    header, spot = versus[0], dict(zip(versus[0], versus[1], strict=True))
+    assert spot["method"] == "spottune" and float(spot["SVHN"]) == pytest.approx(50.0)
+    assert float(spot["SVHN ci_low"]) > 0  # significant, and so marked in the Markdown table
+    markdown = (tables / "mini-decathlon_trainval-test_faithful-faithful_vs_finetune.md").read_text()
+    assert "| SpotTune | " in markdown and "‡" in markdown and "SVHN ci_high" in header
+    main = read_csv(tables / "mini-decathlon_trainval-test_faithful-faithful.csv")
+    finetune = dict(zip(main[0], next(r for r in main if r[0] == "finetune"), strict=True))
+    assert float(finetune["SVHN ci_low"]) < float(finetune["SVHN"]) < float(finetune["SVHN ci_high"])
+
+
+def test_predictions_that_disagree_with_the_result_are_a_data_error(tmp_path, mini_suite):
+    root = Path(mini_suite.decathlon_root)
+    predictions, accuracy = planted_predictions(root, "svhn", 2)
+    write_fake_run(tmp_path, job_row("mini", "finetune", "svhn", 0, accuracy + 1.0), data_root=root,
+                   predictions=predictions)
+    with pytest.raises(DataError, match=r"predictions.json: its predictions are .*% correct but result.json"):
+        read_evidence(tmp_path, build_store(tmp_path).jobs)
+
+
+def test_different_test_images_in_one_table_are_a_data_error():
+    jobs, evidence = tiny_store()
+    spot = next(j for j in evidence if j.startswith("tiny/spottune/dtd"))
+    evidence[spot] = Outcomes(evidence[spot].path, np.arange(1, 21), evidence[spot].correct)
+    with pytest.raises(DataError, match="labelled test images are not those of"):
+        build_tables(jobs, registry=TINY_REGISTRY, evidence=evidence)
+
+
+def test_jobs_without_predictions_get_no_interval_and_a_note():
+    jobs, evidence = tiny_store()
+    del evidence[next(j for j in evidence if j.startswith("tiny/spottune/dtd"))]
+    main = build_tables(jobs, registry=TINY_REGISTRY, evidence=evidence)[0]
+    spot = dict(zip(main.columns, dict(main.rows)["spottune"], strict=True))
+    assert spot["DTD"].ci is None and spot["DTD"].text() == "80.00" and spot["SVHN"].ci is not None
+    assert spot["S"].ci is None and spot["Mean"].ci is None  # not every domain resampled
+    assert any("No interval for 1 labelled job(s)" in n for n in main.notes)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("decathlon.methods").methods.all_methods()))
+def test_every_method_has_the_papers_row_name(name):
+    from decathlon.methods import get_method
+    from decathlon.published import published_rows
+
+    label = get_method(name).label
+    assert label and label != name
+    published = {row.label for family in ("decathlon", "extra") for m, row in published_rows(family).items()
+                 if m == name}
+    assert not published or label in published, f"{name}: {label!r} is not the paper's {published}"
+
+
+def latex_problems(tex: str) -> list[str]:
+    """Structural problems of a rendered .tex table (empty: none)."""
+    problems = []
+    lines = tex.splitlines()
+    if not (lines[0].startswith("%") and all(p in lines[0] for p in LATEX_PACKAGES)):
+        problems.append("first line does not name the packages")
+    if not tex.isascii():
+        problems.append("non-ASCII characters")
+    body = "\n".join(x for x in lines if not x.startswith("%"))
+    depth = 0
+    for ch in re.sub(r"\\[{}]", "", body):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            problems.append("a } closes nothing")
+            break
+    if depth:
+        problems.append(f"{depth} unclosed {{")
+    if re.sub(r"\\\$", "", body).count("$") % 2:
+        problems.append("unbalanced $")
+    spec = re.search(r"\\begin\{tabular\}\{([lcr]+)\}", body).group(1)
+    tabular = body.split(r"\begin{tabular}")[1].split(r"\end{tabular}")[0]
+    for row in (x for x in tabular.splitlines() if x.endswith(r"\\")):
+        cells = len(re.split(r"(?<!\\)&", row))  # "\&" is text, not a separator
+        if cells != len(spec):
+            problems.append(f"{cells} cells, {len(spec)} columns: {row}")
+    text = re.sub(r"\\label\{[^}]*\}", "", body.replace(tabular, ""))  # labels may hold "_"
+    problems += [f"unescaped {ch!r}" for ch in "_%#&" if re.search(rf"(?<!\\){re.escape(ch)}", text)]
+    problems += [f"unescaped {ch!r} in a cell" for ch in "_%#"
+                 if re.search(rf"(?<!\\){re.escape(ch)}", tabular)]
+    rules = re.findall(r"\\(toprule|midrule|bottomrule)", tabular)
+    if not rules or rules[0] != "toprule" or rules[-1] != "bottomrule" or "midrule" not in rules:
+        problems.append(f"booktabs rules {rules}")
+    return problems
+
+
+def test_latex_tables_compile_or_are_well_formed(tmp_path):
+    # the interval tables (bold, ±, ‡) and the golden store's tables (partial, Δ, published rows) with an
+    # unlabelled cell (†) and a method name full of LaTeX specials
+    unlabelled = golden_jobs()
+    unlabelled.loc[(unlabelled["method"] == "spottune") & (unlabelled["domain"] == "dtd"), "top1"] = None
+    specials = pd.DataFrame([job_row("extra", "my_method & 5% #1", "cubs", 0, 50.0)])
+    tables = tiny_tables() + build_tables(unlabelled, registry=REGISTRY) + build_tables(specials)
+    engine = next((e for e in ("pdflatex", "lualatex", "tectonic") if shutil.which(e)), None)
+    for table in tables:
+        tex = to_latex(table)
+        assert latex_problems(tex) == [], table.name
+        if engine is not None:  # a TeX engine on this machine: the table compiles with the named packages
+            packages = re.search(r"\\usepackage\{([^}]*)\}", tex.splitlines()[0]).group(1)
+            (tmp_path / "table.tex").write_text(tex)
+            (tmp_path / "doc.tex").write_text(rf"\documentclass{{article}}\usepackage{{{packages}}}"
+                                              r"\begin{document}\input{table}\end{document}")
+            command = [engine, "doc.tex"] if engine == "tectonic" else [
+                engine, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"]
+            done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, f"{table.name}: {done.stdout[-2000:]}"
+            assert (tmp_path / "doc.pdf").is_file()
+    # the structural check itself finds what it looks for
+    assert latex_problems("% Needs \\usepackage{booktabs}\n\\begin{tabular}{lr}\n\\toprule\na & b & c \\\\\n"
+                          "\\midrule\nx_1 & 5% \\\\\n\\bottomrule\n\\end{tabular}\n{") == [
+        "1 unclosed {", "3 cells, 2 columns: a & b & c \\\\", "unescaped '_' in a cell",
+        "unescaped '%' in a cell"]
 
 
 # --------------------------------------------------------------------------------------------- figures
@@ -422,7 +675,7 @@ def test_render_all_writes_every_format_and_removes_stale_files(tmp_path):
             assert tables / f"{stem}{suffix}" in paths
     assert all(p.is_file() for p in paths)
     assert paths[-1] == tmp_path / "reports" / "README.md"
-    assert "| finetune |" in paths[-1].read_text()
+    assert "| Fine-tuning |" in paths[-1].read_text()
     assert not stale.exists() and keep.read_text() == "mine" and other.read_text() == "a,b\n"
     assert not (tmp_path / "reports" / "submissions" / "old_group").exists()  # no empty folders left
     assert not list((tmp_path / "reports").rglob("*.tmp"))
@@ -554,6 +807,7 @@ def test_bad_input_fails_before_anything_is_written(tmp_path, mini_suite):
     with pytest.raises(DataError, match=r"predictions.json: 3 image_ids but 2 predictions"):
         render_all(tmp_path, build_store(tmp_path), registry=REGISTRY)
     assert not (tmp_path / "reports").exists()
+    atomic_write_json(run_dir / "predictions.json", {"image_ids": [1, 2], "predicted": [0, 1]})
     atomic_write_json(run_dir / "config.json", {"config": {"data_root": None}})
     with pytest.raises(DataError, match="config.json: no 'data_root'"):
         render_all(tmp_path, build_store(tmp_path), registry=REGISTRY)
