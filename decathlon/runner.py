@@ -93,7 +93,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def get_args_parser(prog: str = "run_all.py") -> argparse.ArgumentParser:
-    """The command line of ``run_all.py`` (and of the ``spottune-decathlon-run`` console script)."""
+    """The command line of ``run_all.py`` (and of the ``spottune-decathlon`` console script)."""
     p = _Parser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_HelpFormatter)
     what = p.add_argument_group("what to run")
     what.add_argument("--suite", choices=tuple(SUITE_SETTINGS),
@@ -620,31 +620,36 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
     """Entry point of ``run_all.py``: one readable line on stderr for bad input (tracebacks with --debug)."""
-    args = get_args_parser().parse_args(argv)
+    args = get_args_parser(prog).parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     # a scheduler's SIGTERM unwinds like Ctrl-C: loader workers end, the command exits with a summary
     previous = raise_on_sigterm() if main_thread else None
     try:
-        return _main(args)
+        return _main(args, prog)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _main(args: argparse.Namespace) -> int:
+def console_main() -> int:
+    """The ``spottune-decathlon`` console script (pyproject.toml): exactly what ``run_all.py`` does."""
+    return main(prog="spottune-decathlon")
+
+
+def _main(args: argparse.Namespace, prog: str) -> int:
     try:
         return run(args)
     except HarnessError as e:
         if args.debug:
             raise
         for line in str(e).splitlines() or [""]:  # a preflight error: one line per problem
-            print(f"run_all.py: error: {line}", file=sys.stderr)
+            print(f"{prog}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("run_all.py: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Terminated as e:
-        print(f"run_all.py: terminated ({e}); run the same command again to resume", file=sys.stderr)
+        print(f"{prog}: terminated ({e}); run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGTERM
