@@ -58,7 +58,8 @@ class FineTuneResNet101(FineTune):
 
     def create_backbone(self, config, num_classes: int) -> nn.Module:
         """The deeper backbone of the setting's ``config.backbone`` (called by the engine)."""
-        from spottune.backbones import ResNet26, create_backbone, load_weights_file
+        from decathlon.networks.factory import create_backbone, load_weights_file
+        from decathlon.networks.resnet import ResNet26
 
         if config.backbone == "resnet26":
             if config.pretrained_deep is not None:
@@ -83,7 +84,7 @@ def deepen_resnet26(base: nn.Module, layers: tuple[int, ...]) -> nn.Module:
     last BN scale is zero: such a block returns ReLU(x + 0) = x for its (non-negative, post-ReLU)
     input, i.e. starts as the identity and learns from there.
     """
-    from spottune.backbones import ResNet26
+    from decathlon.networks.resnet import ResNet26
 
     deep = ResNet26(base.classifier.out_features, width=base.width, layers=layers)
     if any(d < b for d, b in zip(layers, base.layers, strict=True)):

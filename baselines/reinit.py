@@ -26,7 +26,7 @@ ANALYSIS_SETTING = "analysis"
 def reinitialise(modules: list[nn.Module]) -> None:
     """Fresh random weights for `modules`: the backbone's own initialisation (He-normal convolutions,
     BN weight 1 / bias 0, BN running statistics reset; other layers their PyTorch default)."""
-    from spottune.backbones import init_weights
+    from decathlon.networks.resnet import init_weights
 
     for module in modules:
         for m in module.modules():

@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spottune.backbones import ResNet26  # noqa: E402
+from decathlon.networks.resnet import ResNet26  # noqa: E402
 from spottune.model import SpotTune  # noqa: E402
 from spottune.policy import decathlon_policy_net  # noqa: E402
 

@@ -51,7 +51,7 @@ class RunConfig:
     num_workers: int = 4  # DataLoader workers (0 = in-process)
     limit_train_images: int | None = None  # smoke runs: cap the training set (class-balanced, seeded)
     # --- model
-    backbone: str = "resnet26"  # spottune.backbones registry name
+    backbone: str = "resnet26"  # decathlon.networks.resnet registry name
     width: float = 1.0  # channel-width multiplier of ResNet-26 (small CPU configurations use < 1)
     pretrained: str | None = None  # path to the pretrained backbone (harness or official format)
     # --- optimisation (network)

@@ -40,7 +40,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset, Subset, default_collate
 
-from decathlon.domains import SPLITS, DomainSpec, get_domain
+from decathlon.domains import IMAGENET_HINT, SPLITS, DomainSpec, download_hint, get_domain
 from decathlon.errors import ConfigError, DataError, UnknownNameError
 from decathlon.safe_pickle import INERT_GLOBALS, PICKLE_ENCODING
 
@@ -477,8 +477,6 @@ class DecathlonDataset(ImageListDataset):
         self.file_paths = [self.root / f for p in parts for f in p.file_names]
         images = self.root / "data" / spec.directory
         if self.file_paths and not images.is_dir():
-            from decathlon.download import IMAGENET_HINT, download_hint
-
             raise DataError(f"no images of {spec.name!r}: {images} does not exist; "
                             + (IMAGENET_HINT if spec.is_source else download_hint()))
         for part, path in zip(parts, self.annotation_paths, strict=True):  # trainval: name the right file

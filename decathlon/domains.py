@@ -9,7 +9,7 @@ layout and the id scheme are identical; it is looked up with ``suite="mini"``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -158,22 +158,57 @@ def _index(specs: tuple[DomainSpec, ...]) -> Mapping[str, DomainSpec]:
 _REAL = _index(DECATHLON_DOMAINS + EXTRA_DOMAINS)
 
 
-def mini_domains(classes: Mapping[str, int], sizes: Mapping[str, Mapping[str, int]], image_size: int,
-                 extra_size: int) -> tuple[DomainSpec, ...]:
-    """Specs of the generated suite: the real specs with the generated class counts and sizes.
+# ------------------------------------------------------------------------------- the generated suite
+# Its default parameters are data here, so that the specs exist without importing the generator
+# (decathlon.generate draws the images and imports this module, never the reverse). A test checks that
+# the generator's class lists have these lengths.
 
-    Called by :mod:`decathlon.generate`, which owns the generated suite's parameters.
+MINI_IMAGE_SIZE = 36  # px, shorter side (the real Decathlon uses 72)
+MINI_SOURCE_COUNTS = (40, 10, 10)  # images per class: train, val, test (imagenet12)
+MINI_TARGET_COUNTS = (16, 8, 8)  # images per class: train, val, test (the nine target domains)
+MINI_EXTRA_COUNTS = (16, 8)  # images per class: train, test (extra stand-ins; no released val)
+MINI_CLASSES: Mapping[str, int] = MappingProxyType({  # classes the generator draws per domain
+    "imagenet12": 20, "aircraft": 10, "cifar100": 10, "daimlerpedcls": 2, "dtd": 10, "gtsrb": 10,
+    "vgg-flowers": 10, "omniglot": 10, "svhn": 10, "ucf101": 10,
+    "cubs": 10, "stanford-cars": 10, "flowers": 10, "wikiart": 10, "sketches": 10,
+})
+
+
+def mini_split_counts(name: str, *, source_counts: Sequence[int] = MINI_SOURCE_COUNTS,
+                      target_counts: Sequence[int] = MINI_TARGET_COUNTS,
+                      extra_counts: Sequence[int] = MINI_EXTRA_COUNTS) -> dict[str, int]:
+    """Images per class and split of one generated domain (val 0 for the extra stand-ins)."""
+    if name in EXTRA_COLUMNS:
+        train, test = extra_counts
+        return {"train": train, "val": 0, "test": test}
+    counts = source_counts if name == "imagenet12" else target_counts
+    # daimlerpedcls has 2 classes: 5x the images per class keeps its splits the size of the others'
+    factor = 5 if name == "daimlerpedcls" else 1
+    return {s: factor * n for s, n in zip(("train", "val", "test"), counts, strict=True)}
+
+
+def mini_domains(*, image_size: int = MINI_IMAGE_SIZE, source_counts: Sequence[int] = MINI_SOURCE_COUNTS,
+                 target_counts: Sequence[int] = MINI_TARGET_COUNTS,
+                 extra_counts: Sequence[int] = MINI_EXTRA_COUNTS) -> tuple[DomainSpec, ...]:
+    """Specs of a generated suite: the real specs with the generated class counts and sizes.
+
+    Paper column order, then the extras. ``decathlon.generate.generate_suite`` writes these domains.
     """
     out = []
-    for name, n in classes.items():
-        real = _REAL[name]
-        size = image_size if real.layout == "decathlon" else extra_size
+    for name in DECATHLON_COLUMNS + EXTRA_COLUMNS:
+        real, n = _REAL[name], MINI_CLASSES[name]
+        per_class = mini_split_counts(name, source_counts=source_counts, target_counts=target_counts,
+                                      extra_counts=extra_counts)
         out.append(dataclasses.replace(
-            real, num_classes=n, split_sizes=SplitSizes(**sizes[name]), suites=("mini",),
+            real, num_classes=n, split_sizes=SplitSizes(**{s: c * n for s, c in per_class.items()}),
+            suites=("mini",), image_size=image_size,
             # the generated stand-ins of the extra datasets are class-per-folder trees
-            image_size=size, layout="decathlon" if real.layout == "decathlon" else "folder",
+            layout="decathlon" if real.layout == "decathlon" else "folder",
         ))
     return tuple(out)
+
+
+MINI_DOMAINS: tuple[DomainSpec, ...] = mini_domains()
 
 
 def suite_domains(suite: str) -> tuple[DomainSpec, ...]:
@@ -183,8 +218,6 @@ def suite_domains(suite: str) -> tuple[DomainSpec, ...]:
     if suite == "extra":
         return EXTRA_DOMAINS
     if suite == "mini":
-        from decathlon.generate import MINI_DOMAINS  # the generator owns the mini specs
-
         return MINI_DOMAINS
     if suite == "all":
         return suite_domains("decathlon") + suite_domains("extra")
@@ -198,3 +231,19 @@ def get_domain(name: str, suite: str | None = None) -> DomainSpec:
         return specs[name]
     except KeyError:
         raise UnknownNameError("domain", name, specs) from None
+
+
+# ------------------------------------------------------------------------- where the data comes from
+
+IMAGENET_HINT = ("imagenet12 is not in the public Decathlon archive (ImageNet's terms need an account at "
+                 "image-net.org; see the Decathlon page http://www.robots.ox.ac.uk/~vgg/decathlon/): unpack "
+                 "it into decathlon-1.0/data/imagenet12/{train,val,test}/, or leave it out with --domains")
+
+
+def download_hint(suite: str = "decathlon") -> str:
+    """The commands that get and check the data of `suite` (for error messages)."""
+    if suite == "extra":
+        return ("get the extra datasets with `python -m decathlon download extra --root DIR` and check them "
+                "with `python -m decathlon verify --extra-root DIR`")
+    return ("get the data with `python -m decathlon download decathlon --root DIR` and check it with "
+            "`python -m decathlon verify --data-root DIR/decathlon-1.0`")

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
-from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS
+from decathlon.domains import DECATHLON_COLUMNS, EXTRA_COLUMNS, IMAGENET_HINT
 from decathlon.errors import ConfigError, DataError, DownloadError
 from decathlon.fetch import DEFAULT_OPTIONS, Fetched, FetchOptions, fetch, read_manifest, record, sha256_file
 
@@ -74,19 +74,7 @@ PIGGYBACK_FOLDERS = MappingProxyType({
 })
 
 SOURCE_DOMAIN = "imagenet12"
-IMAGENET_HINT = ("imagenet12 is not in the public Decathlon archive (ImageNet's terms need an account at "
-                 "image-net.org; see the Decathlon page http://www.robots.ox.ac.uk/~vgg/decathlon/): unpack "
-                 "it into decathlon-1.0/data/imagenet12/{train,val,test}/, or leave it out with --domains")
 UNPACK_PREFIX = ".unpack-"
-
-
-def download_hint(suite: str = "decathlon") -> str:
-    """The commands that get and check the data of `suite` (for error messages)."""
-    if suite == "extra":
-        return ("get the extra datasets with `python -m decathlon download extra --root DIR` and check them "
-                "with `python -m decathlon verify --extra-root DIR`")
-    return ("get the data with `python -m decathlon download decathlon --root DIR` and check it with "
-            "`python -m decathlon verify --data-root DIR/decathlon-1.0`")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -378,7 +366,7 @@ def download_extra(root: str | os.PathLike, *, base_url: str | None = None,
 def download_weights(root: str | os.PathLike, *, url: str = OFFICIAL_WEIGHTS_URL, convert: bool = False,
                      options: FetchOptions = DEFAULT_OPTIONS, say: Callable[[str], None] = print) -> Path:
     """Download ``resnet26_pretrained.t7`` into `root` (and with `convert`, write ``resnet26.pt`` in the
-    harness format through :func:`spottune.official.convert_official`); returns the file to pass to
+    harness format through :func:`decathlon.networks.official.convert_official`); returns the file to pass to
     ``--pretrained``. Raises DownloadError (a web page instead of the file names the page to use)."""
     root = Path(root)
     target = root / WEIGHTS_FILE
@@ -394,7 +382,7 @@ def download_weights(root: str | os.PathLike, *, url: str = OFFICIAL_WEIGHTS_URL
             from None
     if not convert:
         return target
-    from spottune.official import convert_official  # spottune imports decathlon, never the reverse at import
+    from decathlon.networks.official import convert_official  # torch: imported only when converting
 
     converted = root / CONVERTED_WEIGHTS
     _, report = convert_official(str(target), str(converted))

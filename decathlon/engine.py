@@ -319,7 +319,7 @@ def build_backbone(method: Method, config: RunConfig, num_classes: int) -> nn.Mo
     if custom is not None:
         backbone = custom(config, num_classes)
     else:
-        from spottune.backbones import create_backbone
+        from decathlon.networks.factory import create_backbone
 
         weights = config.pretrained if method.pretrained else None
         backbone = create_backbone(config.backbone, num_classes, width=config.width, weights=weights)
@@ -340,8 +340,8 @@ def check_weights_loaded(method: Method, config: RunConfig, backbone: nn.Module)
 
 def reference_parameters(config: RunConfig, num_classes: int) -> int:
     """Parameters of one plain backbone of the run's setting (the unit of ``par``)."""
-    from spottune.backbones import create_backbone
-    from spottune.params import count_parameters
+    from decathlon.networks.factory import create_backbone
+    from decathlon.networks.params import count_parameters
 
     return count_parameters(create_backbone(config.backbone, num_classes, width=config.width))[0]
 
@@ -560,7 +560,7 @@ def save_run_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Opt
                         scaler: torch.amp.GradScaler | None, generators: Mapping[str, torch.Generator],
                         config: RunConfig, position: Mapping[str, Any]) -> None:
     """Atomic checkpoint of everything a resumed run needs (``weights_only``-loadable)."""
-    from spottune.checkpoint import save_checkpoint
+    from decathlon.networks.checkpoint import save_checkpoint
 
     extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None,
@@ -644,7 +644,7 @@ def run(config: RunConfig, run_dir: str | Path, *, progress: Progress | None = N
 def _finish(run_dir: Path, config: RunConfig, method: Method, data: Data, model: nn.Module,
             evaluation: Evaluation, *, epochs: int, wall_time: float, images_per_s: float,
             version: str, reference_params: int) -> dict[str, Any]:
-    from spottune.params import count_parameters, par_ratio
+    from decathlon.networks.params import count_parameters, par_ratio
 
     _write_outputs(run_dir, method, data, evaluation)
     total, trainable = count_parameters(model)
@@ -692,8 +692,8 @@ class _PlainForward(Method):
 
 
 def pretrained_source_model(config: RunConfig, spec: DomainSpec) -> nn.Module:
-    from spottune.backbones import create_backbone
-    from spottune.checkpoint import read_harness_checkpoint
+    from decathlon.networks.checkpoint import read_harness_checkpoint
+    from decathlon.networks.factory import create_backbone
 
     if config.pretrained is None:
         raise ConfigError(f"domain {spec.name!r} is the source domain: its entry is the pretrained network's "
@@ -710,7 +710,7 @@ def pretrained_source_model(config: RunConfig, spec: DomainSpec) -> nn.Module:
 
 def _reused_model(config: RunConfig, method: Method, spec: DomainSpec, num_classes: int,
                   source_run_dir: str | Path | None) -> nn.Module:
-    from spottune.checkpoint import load_checkpoint
+    from decathlon.networks.checkpoint import load_checkpoint
 
     if method.reuses is None:
         raise ConfigError(f"method {method.name!r} does not train and names no method to reuse")
@@ -824,7 +824,7 @@ def load_run_checkpoint(path: Path, config: RunConfig, model: nn.Module, optimiz
     """Restore what :func:`save_run_checkpoint` wrote (model, optimizer, scheduler, scaler, every RNG) and
     return its position. CheckpointError when the file was written by another configuration: other
     settings (hash) or another job (suite, method, domain, seed, protocol, which the hash leaves out)."""
-    from spottune.checkpoint import load_checkpoint
+    from decathlon.networks.checkpoint import load_checkpoint
 
     content = load_checkpoint(path)
     extra = content["extra"]

@@ -41,8 +41,13 @@ from decathlon.domains import (
     DECATHLON_COLUMNS,
     DECATHLON_DOMAINS,
     EXTRA_COLUMNS,
+    MINI_EXTRA_COUNTS,
+    MINI_IMAGE_SIZE,
+    MINI_SOURCE_COUNTS,
+    MINI_TARGET_COUNTS,
     DomainSpec,
     mini_domains,
+    mini_split_counts,
 )
 from decathlon.errors import ConfigError, DataError
 from decathlon.io import atomic_write_json
@@ -51,10 +56,11 @@ GENERATOR_VERSION = 3  # bump when the drawing code changes: a suite of an older
 MARKER = "suite.json"  # in <out>; written last, holds the generator parameters
 OWNED = ".generated"  # in each generated folder: the folder may be replaced by the generator
 
-DEFAULT_IMAGE_SIZE = 36  # px, shorter side (the real Decathlon uses 72)
-DEFAULT_SOURCE_COUNTS = (40, 10, 10)  # images per class: train, val, test (imagenet12)
-DEFAULT_TARGET_COUNTS = (16, 8, 8)  # images per class: train, val, test (the nine target domains)
-DEFAULT_EXTRA_COUNTS = (16, 8)  # images per class: train, test (extra stand-ins; no released val)
+# The default suite's parameters are data in decathlon.domains (the specs exist without this module).
+DEFAULT_IMAGE_SIZE = MINI_IMAGE_SIZE
+DEFAULT_SOURCE_COUNTS = MINI_SOURCE_COUNTS
+DEFAULT_TARGET_COUNTS = MINI_TARGET_COUNTS
+DEFAULT_EXTRA_COUNTS = MINI_EXTRA_COUNTS
 JPEG_QUALITY = 90
 SS = 2  # supersampling: draw at SS x the final size, then box-downsample for anti-aliased edges
 
@@ -995,13 +1001,8 @@ def _params(seed: int, image_size: int, source_counts, target_counts, extra_coun
 
 def _split_counts(params: Mapping[str, Any], name: str) -> dict[str, int]:
     """Images per class and split of one domain (val 0 for the extra stand-ins)."""
-    if name in EXTRA_COLUMNS:
-        train, test = params["extra_counts"]
-        return {"train": train, "val": 0, "test": test}
-    key = "source_counts" if name == "imagenet12" else "target_counts"
-    # daimlerpedcls has 2 classes: 5x the images per class keeps its splits the size of the others'
-    factor = 5 if name == "daimlerpedcls" else 1
-    return {s: factor * n for s, n in zip(DECATHLON_SPLITS, params[key], strict=True)}
+    return mini_split_counts(name, source_counts=params["source_counts"],
+                             target_counts=params["target_counts"], extra_counts=params["extra_counts"])
 
 
 def suite_specs(
@@ -1012,14 +1013,8 @@ def suite_specs(
     extra_counts: Sequence[int] = DEFAULT_EXTRA_COUNTS,
 ) -> tuple[DomainSpec, ...]:
     """The DomainSpecs of a suite generated with these parameters (paper column order, then the extras)."""
-    params = _params(0, image_size, source_counts, target_counts, extra_counts)
-    names = DECATHLON_COLUMNS + EXTRA_COLUMNS
-    classes = {n: len(_RECIPES[n].classes) for n in names}
-    sizes = {n: {s: c * classes[n] for s, c in _split_counts(params, n).items()} for n in names}
-    return mini_domains(classes, sizes, image_size, image_size)
-
-
-MINI_DOMAINS: tuple[DomainSpec, ...] = suite_specs()
+    return mini_domains(image_size=image_size, source_counts=source_counts, target_counts=target_counts,
+                        extra_counts=extra_counts)
 
 
 # --------------------------------------------------------------------------------------- writing

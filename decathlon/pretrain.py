@@ -1,8 +1,8 @@
 """Source pretraining: train a backbone on the source domain and save it as a harness checkpoint.
 
 The checkpoint (``backbone.pt``) is what every transfer job of a suite loads as ``config.pretrained``:
-a :mod:`spottune.checkpoint` file whose ``model_state`` is the backbone's state_dict (source classifier
-included, so the source domain's entry can be evaluated from it).
+a :mod:`decathlon.networks.checkpoint` file whose ``model_state`` is the backbone's state_dict
+(source classifier included, so the source domain's entry can be evaluated from it).
 
 Multi-GPU (or multi-process CPU) training uses DistributedDataParallel with a DistributedSampler; the
 global batch is ``config.batch_size`` split evenly over the processes, so the recipe does not depend on
@@ -140,8 +140,8 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
     `world_size` > 1), resuming from ``run_dir/checkpoint.pt`` when present. Rank 0 writes the per-epoch
     checkpoint and ``run_dir/backbone.pt`` and returns the summary; every rank returns its final backbone
     state under ``"state"`` (used by tests to compare ranks)."""
-    from spottune.backbones import create_backbone
-    from spottune.checkpoint import save_checkpoint
+    from decathlon.networks.checkpoint import save_checkpoint
+    from decathlon.networks.factory import create_backbone
 
     spec = _source_spec(config)
     device = resolve_device(config.device)

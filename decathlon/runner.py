@@ -311,7 +311,7 @@ def generated_paths(data_dir: Path) -> tuple[Path, Path]:
 
 def _existing_dir(path: Path | None, flag: str, suite: str, expected: str) -> str:
     if path is None:
-        from decathlon.download import download_hint
+        from decathlon.domains import download_hint
 
         raise ConfigError(f"--suite {suite} needs {flag} ({expected}); "
                           + download_hint("extra" if flag == "--extra-root" else "decathlon"))

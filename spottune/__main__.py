@@ -3,8 +3,8 @@
 IN is either the residual-adapters ``resnet26_pretrained.t7`` (a pickled ``models.ResNet``) or an official
 SpotTune checkpoint (``{'net', 'agent'}``); the kind is detected from the file. Nothing in IN is executed
 (see :mod:`spottune.official`). OUT is a harness checkpoint readable with ``torch.load(weights_only=True)``
-(:func:`spottune.checkpoint.load_checkpoint`). Errors print one line on stderr and exit with status 2
-(``--debug`` shows the traceback).
+(:func:`decathlon.networks.checkpoint.load_checkpoint`). Errors print one line on stderr and exit with
+status 2 (``--debug`` shows the traceback).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from decathlon.errors import ConfigError
-from spottune.backbones import Backbone
-from spottune.params import count_parameters
+from decathlon.networks.params import count_parameters
+from decathlon.networks.resnet import Backbone
 
 # v log v is taken as 0 at v = 0; the clamp keeps log finite there (and its gradient finite).
 _LOG_EPS = 1e-8

@@ -20,7 +20,7 @@ from torch import nn
 
 from decathlon.errors import ConfigError
 from decathlon.methods import Method, Output
-from spottune.backbones import ResNet26
+from decathlon.networks.resnet import ResNet26
 from spottune.global_k import global_k_losses
 from spottune.model import SpotTune
 from spottune.policy import decathlon_policy_net, small_policy_net

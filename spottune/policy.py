@@ -2,7 +2,7 @@
 
 The policy network looks at the image and outputs two logits per routable block, shape
 (batch, num_blocks, 2); index 1 means "fine-tuned path". It is the reference agent: a small ResNet
-built with the same :class:`~spottune.backbones.ResNet26` class (``layers=(1, 1, 1)``), so its module
+built with the same :class:`~decathlon.networks.resnet.ResNet26` class (``layers=(1, 1, 1)``), so its module
 names are ``stem.conv``, ``stem.bn``, ``blocks.0..2``, ``head.bn`` and ``classifier``.
 """
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from decathlon.errors import ConfigError
-from spottune.backbones import ResNet26
+from decathlon.networks.resnet import ResNet26
 
 
 class PolicyNet(ResNet26):

@@ -20,7 +20,7 @@ from decathlon.analysis.best_practices import AnalysisSettings, analysis_plan, p
 from decathlon.config import RunConfig
 from decathlon.errors import ConfigError, UnknownNameError
 from decathlon.jobs import Job
-from spottune.backbones import ResNet26
+from decathlon.networks.resnet import ResNet26
 
 
 def _gauss(n: int, d: int, seed: int, shift: float = 0.0, axis: int = 0) -> np.ndarray:

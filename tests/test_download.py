@@ -424,7 +424,7 @@ def test_weights_are_downloaded_and_a_web_page_is_refused(server, tmp_path, caps
 def test_weights_convert_to_the_harness_format(server, tmp_path, capsys):
     import torch
 
-    from spottune.checkpoint import load_checkpoint
+    from decathlon.networks.checkpoint import load_checkpoint
     from tests.test_official import save, standins_importable
 
     with standins_importable() as m, torch.random.fork_rng(devices=[]):

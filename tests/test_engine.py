@@ -26,9 +26,9 @@ from decathlon.engine import (
 )
 from decathlon.errors import CheckpointError, ConfigError, HarnessError
 from decathlon.methods import all_methods
+from decathlon.networks.checkpoint import save_checkpoint
+from decathlon.networks.factory import create_backbone
 from decathlon.schedules import build_scheduler, lr_factor
-from spottune.backbones import create_backbone
-from spottune.checkpoint import save_checkpoint
 
 RESULT_KEYS = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split",
                "config_hash", "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s",

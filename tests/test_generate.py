@@ -17,11 +17,12 @@ from decathlon.domains import (
     DECATHLON_DOMAINS,
     EXTRA_COLUMNS,
     EXTRA_DOMAINS,
+    MINI_DOMAINS,
     get_domain,
     suite_domains,
 )
 from decathlon.errors import ConfigError, DataError, UnknownNameError
-from decathlon.generate import MARKER, MINI_DOMAINS, SuitePaths, ensure_suite, generate_suite, suite_specs
+from decathlon.generate import MARKER, SuitePaths, ensure_suite, generate_suite, suite_specs
 
 # --------------------------------------------------------------------------- registry facts
 # (d, classes, train, val, test) from the challenge definition (reference page decathlon.md)
@@ -97,6 +98,7 @@ def test_mini_specs_follow_the_generator_parameters():
         assert spec.suites == ("mini",) and spec.image_size == 36
         assert spec.number == real.number and spec.geometry == real.geometry  # same ids, same transforms
         assert spec.layout == ("decathlon" if real.number else "folder")
+
         if spec.name not in ("imagenet12", "daimlerpedcls"):
             assert spec.num_classes == 10
             assert dict(spec.split_sizes) == ({"train": 160, "val": 80, "test": 80} if real.number
@@ -109,6 +111,13 @@ def test_mini_specs_follow_the_generator_parameters():
 # --------------------------------------------------------------------------- generated suite: format
 
 TINY = {"image_size": 10, "source_counts": (1, 1, 1), "target_counts": (1, 1, 1), "extra_counts": (1, 1)}
+
+def test_the_specs_class_counts_are_what_the_generator_draws():
+    from decathlon.domains import MINI_CLASSES
+    from decathlon.generate import _RECIPES
+
+    assert {name: len(recipe.classes) for name, recipe in _RECIPES.items()} == dict(MINI_CLASSES)
+
 
 
 def _annotations(root: Path, domain: str, split: str) -> dict:

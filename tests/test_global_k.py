@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from decathlon.errors import ConfigError
-from spottune.backbones import ResNet26
+from decathlon.networks.params import count_parameters
+from decathlon.networks.resnet import ResNet26
 from spottune.global_k import block_fractions, export_compact, global_k_losses
 from spottune.model import SpotTune
-from spottune.params import count_parameters
 from spottune.policy import gumbel_softmax_st
 from tests.test_models import WIDTH, images, small_spottune
 

@@ -19,8 +19,8 @@ from decathlon.domains import get_domain
 from decathlon.engine import build_backbone, build_optimizer, train_step
 from decathlon.errors import ConfigError
 from decathlon.methods import Output, all_methods, get_method
+from decathlon.networks.resnet import ResNet26
 from decathlon.presets import get_preset
-from spottune.backbones import ResNet26
 from spottune.global_k import global_k_losses
 from spottune.methods import global_policy
 

@@ -11,18 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from decathlon.errors import CheckpointError, ConfigError, UnknownNameError
-from spottune.backbones import (
-    BACKBONES,
-    Backbone,
-    ResNet26,
-    TorchvisionResNet,
-    create_backbone,
-    load_torchvision_state,
-    load_weights_file,
-)
-from spottune.checkpoint import load_checkpoint, save_checkpoint
+from decathlon.networks.checkpoint import load_checkpoint, save_checkpoint
+from decathlon.networks.factory import BACKBONES, create_backbone, load_weights_file
+from decathlon.networks.params import count_parameters, par_ratio
+from decathlon.networks.resnet import Backbone, ResNet26, TorchvisionResNet, load_torchvision_state
 from spottune.model import SpotTune, reference_dense_forward, route_sparse
-from spottune.params import count_parameters, par_ratio
 from spottune.policy import decathlon_policy_net, gumbel_softmax_st, small_policy_net
 
 WIDTH = 0.25  # small networks keep the suite fast; full size only where the size is the point

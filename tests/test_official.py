@@ -1,4 +1,4 @@
-"""Safe import of the official checkpoints (spottune.official, python -m spottune convert).
+"""Safe import of the official checkpoints (decathlon.networks.official, spottune.official, convert).
 
 Stand-ins of the official modules (tests/official_standins: ``models``, ``config_task``,
 ``spottune_models``, ``agent_net``) reproduce the official module structure and state_dict keys. They are
@@ -29,23 +29,22 @@ import torch
 from torch import nn
 
 from decathlon.errors import CheckpointError
-from spottune.__main__ import main
-from spottune.backbones import ResNet26, create_backbone
-from spottune.checkpoint import load_checkpoint
-from spottune.model import SpotTune
-from spottune.official import (
-    SPOTTUNE_AGENT,
+from decathlon.networks.checkpoint import load_checkpoint
+from decathlon.networks.factory import create_backbone
+from decathlon.networks.official import (
     InertObject,
     LoadReport,
     RestrictedUnpickler,
     backbone_from_official,
-    load_official,
     load_official_backbone,
     module_state,
     read_official,
     safe_load,
-    spottune_from_official,
 )
+from decathlon.networks.resnet import ResNet26
+from spottune.__main__ import main
+from spottune.model import SpotTune
+from spottune.official import SPOTTUNE_AGENT, load_official, spottune_from_official
 
 STANDINS = Path(__file__).parent / "official_standins"
 STANDIN_MODULES = ("config_task", "models", "spottune_models", "agent_net")
@@ -271,9 +270,9 @@ def test_agent_parallel_blocks_are_reported_as_ignored(official):
 
 
 def test_wrong_kind_of_file_names_the_right_loader(official):
-    with pytest.raises(CheckpointError, match="load_official"):
+    with pytest.raises(CheckpointError, match=r"spottune\.official\.load_official"):
         load_official_backbone(official["st_zip"])
-    with pytest.raises(CheckpointError, match="load_official_backbone"):
+    with pytest.raises(CheckpointError, match=r"decathlon\.networks\.load_official"):
         load_official(official["ra_zip"])
 
 

@@ -12,9 +12,9 @@ from decathlon.engine import build_backbone
 from decathlon.errors import ConfigError
 from decathlon.jobs import Job
 from decathlon.methods import get_method
+from decathlon.networks.checkpoint import save_checkpoint
+from decathlon.networks.factory import create_backbone
 from decathlon.preflight import check_plan
-from spottune.backbones import create_backbone
-from spottune.checkpoint import save_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from decathlon import pretrain
 from decathlon.config import RunConfig
 from decathlon.engine import CHECKPOINT, run
 from decathlon.errors import CheckpointError
-from spottune.backbones import create_backbone
-from spottune.checkpoint import load_checkpoint
+from decathlon.networks.checkpoint import load_checkpoint
+from decathlon.networks.factory import create_backbone
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -156,7 +156,7 @@ def test_own_finetune_baseline_on_other_suites():
 
 
 def test_mini_suite_finetune_row_scores_exactly_2500():
-    from decathlon.generate import MINI_DOMAINS
+    from decathlon.domains import MINI_DOMAINS
 
     targets = [s.name for s in MINI_DOMAINS if s.name in DECATHLON_COLUMNS]
     jobs = pd.DataFrame([job_row("mini", "finetune", d, s, 40 + 3 * i + s) for i, d in enumerate(targets)

@@ -14,8 +14,8 @@ import torch
 from decathlon.data import load_mean_std
 from decathlon.domains import get_domain
 from decathlon.errors import CheckpointError, DataError
+from decathlon.networks.official import SAFE_GLOBALS, load_official_backbone
 from decathlon.safe_pickle import INERT_GLOBALS
-from spottune.official import SAFE_GLOBALS, load_official_backbone
 from tests.test_official import drop_num_batches_tracked, randomize, standins_importable
 
 try:

@@ -282,7 +282,7 @@ def distance_key(plan: AnalysisPlan, config: RunConfig, settings: AnalysisSettin
 def measure_distances(plan: AnalysisPlan, settings: AnalysisSettings, work_dir: Path,
                       say: Any = print) -> pd.DataFrame:
     """The distance of every target (cached per target under ``work_dir/distance``), as a table."""
-    from spottune.backbones import create_backbone
+    from decathlon.networks.factory import create_backbone
 
     rows: dict[str, dict[str, float]] = {}
     todo = {}
