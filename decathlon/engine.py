@@ -808,7 +808,7 @@ def _train(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, d
     evaluation = evaluate(method, model, data.eval_loader, config, device=device,
                           runner=runner)
     if is_reused(method.name):  # before result.json: a finished job always has the model it promises
-        from spottune.checkpoint import save_checkpoint
+        from decathlon.networks.checkpoint import save_checkpoint
 
         save_checkpoint(run_dir / FINAL_MODEL, model_state=_model_state(model), config=_plain_config(config),
                         extra={"config_hash": config.hash()})

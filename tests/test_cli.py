@@ -109,8 +109,8 @@ def test_loader_workers_are_capped_at_the_usable_cpus(monkeypatch, mini_suite):
     assert available_cpus() == 2 and loader_workers(4) == 2 and loader_workers(1) == 1
     import torch
 
+    from decathlon.domains import MINI_DOMAINS
     from decathlon.engine import build_data
-    from decathlon.generate import MINI_DOMAINS
 
     config = RunConfig.from_dict({"suite": "mini", "method": "finetune", "domain": "dtd", "num_workers": 4,
                                   "data_root": str(mini_suite.decathlon_root), "cache": False})
