@@ -170,5 +170,14 @@ def parse_assignments(items: Sequence[str], what: str) -> dict[str, Any]:
         try:
             out[key.strip()] = yaml.safe_load(text) if text.strip() else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({e})") from None
+            raise ConfigError(f"{what} {item!r}: the value is not valid YAML ({yaml_problem(e)})") from None
     return out
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML error on one line: ``line 3, column 7: mapping values are not allowed here`` (PyYAML's own
+    message spans several lines, with a copy of the text and a caret)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}{problem}"

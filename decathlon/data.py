@@ -93,6 +93,21 @@ def worker_batches(loader: Iterable) -> Iterator[Iterator]:
             close()
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (``os.sched_getaffinity``, which honours taskset,
+    cgroup cpusets and SLURM's binding) where the platform has one, else ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader worker processes for `requested` (``RunConfig.num_workers``): at most
+    :func:`available_cpus`, the limit above which torch warns ("suggested max number of worker") and
+    workers only compete for the same cores. 0 stays 0 (loading in the main process)."""
+    return max(0, min(int(requested), available_cpus()))
+
+
 def end_workers(loader_or_iterator: Any) -> None:
     """Stop the worker processes of a DataLoader iterator now (or of a loader's persistent iterator).
 

@@ -40,16 +40,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from decathlon.config import IDENTITY_FIELDS, RunConfig
-from decathlon.data import end_workers, naming_batches, worker_batches
+from decathlon.data import end_workers, loader_workers, naming_batches, worker_batches
 from decathlon.domains import DomainSpec, get_domain
-from decathlon.errors import CheckpointError, ConfigError
+from decathlon.errors import CheckpointError, ConfigError, HarnessError
 from decathlon.io import atomic_write_json, atomic_write_text
-from decathlon.methods import Method, Output, get_method
+from decathlon.methods import Method, Output, all_methods, get_method
 from decathlon.schedules import build_scheduler
 
 Progress = Callable[..., None]
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"  # resume state of a running job (model, optimiser, RNGs, position)
+FINAL_MODEL = "model.pt"  # final weights of a finished job that another method evaluates (Method.reuses)
 RESULT = "result.json"
 # Independent random streams, each derived from (seed, method, domain, purpose) by :func:`derive_seed`.
 STREAMS = ("global", "data", "routing", "eval", "subset")
@@ -245,7 +246,9 @@ def _check_data_root(config: RunConfig) -> None:
 
 def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, generator: torch.Generator | None,
                *, train: bool = True) -> Data:
-    """Datasets (train split by protocol, optionally a balanced subset) and their loaders."""
+    """Datasets (train split by protocol, optionally a balanced subset) and their loaders, with
+    ``config.num_workers`` worker processes capped at the CPUs this process may use
+    (:func:`decathlon.data.loader_workers`)."""
     from decathlon.data import build_dataset, load_mean_std
     from decathlon.presets import get_preset
 
@@ -262,10 +265,11 @@ def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, genera
             train_set = Subset(train_set, balanced_subset(train_set.labels, config.limit_train_images,
                                                           job_seed(config, "subset")))
     eval_loader = train_loader = None
+    workers = loader_workers(config.num_workers)
     if config.cache:
         from decathlon.cache import make_eval_loader, make_train_loader, supports
 
-        common = {"device": device, "num_workers": config.num_workers, "channels_last": config.channels_last,
+        common = {"device": device, "num_workers": workers, "channels_last": config.channels_last,
                   "progress": False}
         # a geometry the batched path cannot reproduce (RandomResizedCrop of the extra datasets) stays on PIL
         if supports(preset.geometry(spec, False)):
@@ -278,11 +282,11 @@ def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, genera
     pin = device.type == "cuda"
     if eval_loader is None:
         eval_loader = DataLoader(**naming_batches(eval_set), batch_size=config.eval_batch_size, shuffle=False,
-                                 num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
+                                 num_workers=workers, pin_memory=pin, worker_init_fn=seed_worker)
     if train_loader is None and train_set is not None:
         train_loader = DataLoader(
             **naming_batches(train_set), batch_size=config.batch_size, shuffle=True, generator=generator,
-            num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
+            num_workers=workers, pin_memory=pin, worker_init_fn=seed_worker)
     return Data(train_set, eval_set, train_loader, eval_loader, spec.num_classes)
 
 
@@ -436,11 +440,11 @@ def train_step(method: Method, model: nn.Module, runner: nn.Module, images: torc
 
 def train_one_epoch(method: Method, model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     config: RunConfig, *, device: torch.device, generator: torch.Generator | None,
-                    epoch: int = 0, scaler: torch.amp.GradScaler | None = None,
+                    epoch: int = 1, scaler: torch.amp.GradScaler | None = None,
                     runner: nn.Module | None = None, progress: Progress | None = None) -> dict[str, float]:
     """One pass over `loader`. Returns ``train_loss`` (mean total loss per image), ``train_top1`` (%),
-    ``images`` and ``seconds``. The device is synchronised once at the end (and every ``log_every``
-    batches when a progress callback is given)."""
+    ``images`` and ``seconds``. `epoch` (counted from 1) labels the ``batch`` progress events. The device is
+    synchronised once at the end (and every ``log_every`` batches when a progress callback is given)."""
     runner = model if runner is None else runner
     method.train_mode(model, config)
     _sync_mode(runner, model)
@@ -742,17 +746,47 @@ def _reused_model(config: RunConfig, method: Method, spec: DomainSpec, num_class
     source = Path(source_run_dir)
     if not (source / RESULT).is_file():
         raise CheckpointError(f"{source}: the {method.reuses!r} job has not finished (no {RESULT}); "
-                              f"{method.name!r} needs its final checkpoint")
-    content = load_checkpoint(source / CHECKPOINT)
+                              f"{method.name!r} needs its final model")
+    # run dirs written before FINAL_MODEL existed hold the final weights in the last epoch's checkpoint
+    path = source / FINAL_MODEL if (source / FINAL_MODEL).is_file() else source / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"{source}: the finished {method.reuses!r} job has neither {FINAL_MODEL} nor "
+                              f"{CHECKPOINT}; {method.name!r} needs its final model: rerun that job "
+                              "(--force --methods " + method.reuses + ")")
+    content = load_checkpoint(path)
     source_config = RunConfig.from_dict(content["config"])
     if source_config.method != method.reuses or source_config.domain != config.domain:
-        raise CheckpointError(f"{source / CHECKPOINT} is a {source_config.method!r} run on "
+        raise CheckpointError(f"{path} is a {source_config.method!r} run on "
                               f"{source_config.domain!r}; expected {method.reuses!r} on {config.domain!r}")
     reused = get_method(method.reuses)
     torch.manual_seed(job_seed(config, "global"))
     model = method.build(build_backbone(reused, source_config, num_classes), spec, num_classes, source_config)
-    load_model_state(model, content["model_state"], str(source / CHECKPOINT))
+    load_model_state(model, content["model_state"], str(path))
     return model
+
+
+def is_reused(method: str) -> bool:
+    """Whether a registered method evaluates `method`'s final model (``Method.reuses``): its finished jobs
+    keep it as :data:`FINAL_MODEL`."""
+    return any(m.reuses == method for m in all_methods().values())
+
+
+def prune_run_dir(run_dir: str | Path, marker: str = RESULT) -> int:
+    """Remove the resume state (``checkpoint.pt``) of a finished job, whose `marker` file (``result.json``;
+    a pretraining job's ``pretrain.json``) is present; returns the bytes freed.
+
+    Nothing read after a job finishes is lost: the store and the reports read ``result.json``,
+    ``predictions.json``, ``policy.json`` and ``config.json``; methods that evaluate another method's model
+    read its :data:`FINAL_MODEL`; transfer jobs load a pretraining job's ``backbone.pt``; a finished job is
+    never resumed. HarnessError for an unfinished run dir: its checkpoint is what the next run resumes from.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / marker).is_file():
+        raise HarnessError(f"{run_dir}: not finished (no {marker}); its {CHECKPOINT} is kept to resume from")
+    path = run_dir / CHECKPOINT
+    size = path.stat().st_size if path.is_file() else 0
+    path.unlink(missing_ok=True)
+    return size
 
 
 def _run_training(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, device: torch.device,
@@ -779,11 +813,11 @@ def _train(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, d
     session_start = time.perf_counter()
     for epoch in range(position["epoch"], config.epochs):
         if progress is not None:
-            progress("epoch_start", epoch=epoch, epochs=config.epochs)
+            progress("epoch_start", epoch=epoch + 1, epochs=config.epochs)
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(method, model, data.train_loader, optimizer, config, device=device,
-                                generator=generators["routing"], epoch=epoch, scaler=scaler, runner=runner,
-                                progress=progress)
+                                generator=generators["routing"], epoch=epoch + 1, scaler=scaler,
+                                runner=runner, progress=progress)
         scheduler.step()
         record = {"epoch": epoch + 1, "lr": lr, **{k: stats[k] for k in ("train_loss", "train_top1")},
                   "seconds": stats["seconds"], "images_per_s": stats["images"] / max(stats["seconds"], 1e-9)}
@@ -799,6 +833,11 @@ def _train(config: RunConfig, run_dir: Path, method: Method, spec: DomainSpec, d
             progress("epoch_end", **record)
     evaluation = evaluate(method, model, data.eval_loader, config, device=device,
                           runner=runner)
+    if is_reused(method.name):  # before result.json: a finished job always has the model it promises
+        from decathlon.networks.checkpoint import save_checkpoint
+
+        save_checkpoint(run_dir / FINAL_MODEL, model_state=_model_state(model), config=_plain_config(config),
+                        extra={"config_hash": config.hash()})
     wall = position["wall_time_s"] + time.perf_counter() - session_start
     return _finish(run_dir, config, method, data, model, evaluation, epochs=config.epochs, wall_time=wall,
                    images_per_s=position["train_images"] / max(position["train_seconds"], 1e-9),

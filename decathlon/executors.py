@@ -132,8 +132,9 @@ def run_job(job: Job, out_dir: str | Path, *, progress: Callable[..., None] | No
     """Run one job unless it already finished; record a failure instead of raising it.
 
     A transfer job runs ``decathlon.engine.run`` (which resumes from the run dir's checkpoint); a job
-    that reuses another's checkpoint gets that job's run dir as ``source_run_dir``. With `debug`,
-    the exception is re-raised after ``error.json`` is written.
+    that reuses another's model gets that job's run dir as ``source_run_dir``. Once the job finished, its
+    resume state is removed unless ``job.keep_checkpoint`` (:func:`decathlon.engine.prune_run_dir`). With
+    `debug`, the exception is re-raised after ``error.json`` is written.
     """
     run_dir = job.run_dir(out_dir)
     if job.is_finished(out_dir):
@@ -152,12 +153,26 @@ def run_job(job: Job, out_dir: str | Path, *, progress: Callable[..., None] | No
             engine.run(job.config, run_dir, progress=progress, source_run_dir=source)
         if not job.is_finished(out_dir):
             raise HarnessError(f"{run_dir}: the job returned without writing {job.marker}")
+        if not job.keep_checkpoint:
+            from decathlon.engine import prune_run_dir
+
+            prune_run_dir(run_dir, job.marker)
     except Exception as e:  # noqa: BLE001 - one failing job must not stop the plan; it is recorded
         write_error(run_dir, job.job_id, e, traceback.format_exc())
         if debug:
             raise
         return Outcome(job.job_id, FAILED, time.monotonic() - start, error_line(e))
-    return Outcome(job.job_id, DONE, time.monotonic() - start)
+    return Outcome(job.job_id, DONE, time.monotonic() - start, accuracy_text(run_dir / job.marker))
+
+
+def accuracy_text(marker: Path) -> str:
+    """``top-1 71.25 % on test`` from a finished job's marker (``result.json``, ``pretrain.json``): the
+    message of its line in the log."""
+    info = json.loads(marker.read_text())
+    split = info.get("eval_split", "?")
+    if info.get("top1") is None:
+        return f"no accuracy ({split} has no labels)"
+    return f"top-1 {info['top1']:.2f} % on {split}"
 
 
 def blocked_reason(job: Job, outcomes: Mapping[str, Outcome]) -> str | None:

@@ -43,6 +43,8 @@ class Job:
     needs: tuple[str, ...] = ()  # ids of jobs that must have finished before this one starts
     source: str | None = None  # id of the job whose run dir engine.run receives as source_run_dir
     notes: tuple[str, ...] = field(default=(), compare=False)  # why the plan added it, for the dry run
+    # keep the last epoch's resume state (checkpoint.pt) after the job finished (--keep-checkpoints)
+    keep_checkpoint: bool = field(default=False, compare=False)
 
     @property
     def job_id(self) -> str:
@@ -65,12 +67,13 @@ class Job:
         """JSON-serialisable form (written as ``job.json`` into the run dir; read back by workers)."""
         config = {k: list(v) if isinstance(v, tuple) else v for k, v in self.config.to_dict().items()}
         return {"job_id": self.job_id, "kind": self.kind, "needs": list(self.needs), "source": self.source,
-                "config": config}
+                "keep_checkpoint": self.keep_checkpoint, "config": config}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Job:
         return cls(config=RunConfig.from_dict(values["config"]), kind=values["kind"],
-                   needs=tuple(values.get("needs", ())), source=values.get("source"))
+                   needs=tuple(values.get("needs", ())), source=values.get("source"),
+                   keep_checkpoint=bool(values.get("keep_checkpoint", False)))
 
 
 def file_sha256(path: str | Path) -> str:

@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
 from decathlon.errors import UnknownNameError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch only in annotations: importing the registry's interface stays light (--help)
+    import torch
+    from torch import nn
+
     from decathlon.config import RunConfig
     from decathlon.domains import DomainSpec
 

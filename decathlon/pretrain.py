@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from decathlon.config import RunConfig
-from decathlon.data import naming_batches, worker_batches
+from decathlon.data import loader_workers, naming_batches, worker_batches
 from decathlon.domains import DomainSpec, get_domain
 from decathlon.engine import (
     CHECKPOINT,
@@ -90,12 +90,13 @@ def _loaders(config: RunConfig, spec: DomainSpec, rank: int, world_size: int, de
     sampler = DistributedSampler(train, num_replicas=world_size, rank=rank, shuffle=True,
                                  seed=job_seed(config, "data") % 2**31)
     pin = device.type == "cuda"
+    workers = loader_workers(config.num_workers)
     train_loader = DataLoader(**naming_batches(train), batch_size=per_process, sampler=sampler,
-                              num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
+                              num_workers=workers, pin_memory=pin, worker_init_fn=seed_worker)
     eval_set = build_dataset(spec, config.data_root, config.eval_split,
                              preset.test_transform(spec, mean, std))
     eval_loader = DataLoader(**naming_batches(eval_set), batch_size=config.eval_batch_size, shuffle=False,
-                             num_workers=config.num_workers, pin_memory=pin, worker_init_fn=seed_worker)
+                             num_workers=workers, pin_memory=pin, worker_init_fn=seed_worker)
     return train_loader, sampler, eval_loader
 
 
@@ -174,7 +175,7 @@ def train(config: RunConfig, run_dir: str | Path, *, rank: int = 0, world_size: 
     session_start = time.perf_counter()
     for epoch in range(position["epoch"], config.epochs):
         if progress is not None and rank == 0:
-            progress("epoch_start", epoch=epoch, epochs=config.epochs)
+            progress("epoch_start", epoch=epoch + 1, epochs=config.epochs)
         sampler.set_epoch(epoch)
         net.train()
         loss_sum = torch.zeros((), device=device)

@@ -3,8 +3,10 @@
 On a terminal, a live ``rich`` display: one bar for the plan and one per running job. Elsewhere (CI,
 pipes, log files), one plain line per event. Both receive the same calls from the executors:
 ``start(jobs)``, ``job_started(job_id)``, ``job_event(job_id, event, info)`` (the engine's progress
-callback, events ``epoch_start``, ``batch``, ``epoch_end``), ``job_finished(job_id, status, message)``
-and ``close()``. :meth:`Tracker.callback` adapts a job to the engine's ``progress(event, **info)``.
+callback, events ``epoch_start``, ``batch``, ``epoch_end``, epochs counted from 1),
+``job_finished(job_id, status, message)`` (a finished job's message: its accuracy) and ``close()``. Jobs
+that had finished before are announced in one line, not one per job. :meth:`Tracker.callback` adapts
+a job to the engine's ``progress(event, **info)``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ def format_info(info: Mapping[str, Any]) -> str:
 
 
 class Tracker:
-    """Counts jobs and estimates the time left; subclasses render it."""
+    """Counts jobs and estimates the time left; subclasses render it.
+
+    ETA: once epochs have ended in this session, from measured throughput: the images each unfinished job
+    still has to process (:func:`decathlon.summary.job_images`) over its method's measured training
+    images/s (the mean over the methods measured so far for a method not yet measured), divided by the
+    concurrent workers. Before that, and for plans of other objects than jobs, from the mean duration of
+    this session's finished jobs; unknown before either exists.
+    """
 
     def __init__(self, *, workers: int = 1, clock: Callable[[], float] = time.monotonic):
         self.workers = max(1, workers)  # jobs that run at the same time (for the ETA)
@@ -52,16 +61,37 @@ class Tracker:
         self.counts = {DONE: 0, CACHED: 0, FAILED: 0, SKIPPED: 0}
         self.running: dict[str, float] = {}  # job id -> start time
         self.durations: list[float] = []  # seconds of jobs run (not cached) in this session
+        self.cached_unreported = 0  # cached jobs not yet announced (summarised in one line, not one per job)
+        self.work: dict[str, tuple[str, int]] = {}  # unfinished job id -> (method, images it processes)
+        self.processed: dict[str, int] = {}  # job id -> images processed in this session's epochs
+        self.measured: dict[str, tuple[float, float]] = {}  # method -> (images, seconds) of ended epochs
 
     def start(self, jobs: Sequence[Any]) -> None:
+        from decathlon.errors import HarnessError
+        from decathlon.jobs import Job
+        from decathlon.summary import job_images, method_key
+
         self.total = len(jobs)
+        self.work = {}
+        for job in jobs:
+            if isinstance(job, Job):
+                try:
+                    self.work[job.job_id] = (method_key(job), job_images(job))
+                except HarnessError:  # a domain or method no registry knows: no estimate, the job still runs
+                    continue
 
     @property
     def finished(self) -> int:
         return sum(self.counts.values())
 
     def eta(self) -> float | None:
-        """Seconds left: mean duration of this session's jobs x jobs left / concurrent workers."""
+        """Seconds left (class docstring), or None while nothing has been measured."""
+        rates = {m: i / s for m, (i, s) in self.measured.items() if s > 0}
+        if rates and self.work:
+            fallback = sum(rates.values()) / len(rates)
+            left = sum(max(0, images - self.processed.get(job_id, 0)) / rates.get(method, fallback)
+                       for job_id, (method, images) in self.work.items())
+            return left / self.workers
         if not self.durations:
             return None
         left = self.total - self.finished
@@ -79,13 +109,26 @@ class Tracker:
         self.running[job_id] = self.clock()
 
     def job_event(self, job_id: str, event: str, info: Mapping[str, Any]) -> None:
-        """An engine progress event of a running job."""
+        """An engine progress event of a running job: ended epochs measure its method's throughput."""
+        if event == "epoch_end" and job_id in self.work and info.get("images_per_s") and info.get("seconds"):
+            seconds = float(info["seconds"])
+            images = float(info["images_per_s"]) * seconds
+            method = self.work[job_id][0]
+            done_images, done_seconds = self.measured.get(method, (0.0, 0.0))
+            self.measured[method] = (done_images + images, done_seconds + seconds)
+            self.processed[job_id] = self.processed.get(job_id, 0) + round(images)
 
     def job_finished(self, job_id: str, status: str, message: str = "") -> None:
+        self.work.pop(job_id, None)
         started = self.running.pop(job_id, None)
         if status in (DONE, FAILED) and started is not None:
             self.durations.append(self.clock() - started)
         self.counts[status] += 1
+
+    def cached_line(self) -> str | None:
+        """The line announcing the finished jobs skipped since the last announcement (None when none)."""
+        n, self.cached_unreported = self.cached_unreported, 0
+        return f"{n} job{'s' if n != 1 else ''} finished before: skipped (--force redoes them)" if n else None
 
     def callback(self, job_id: str) -> Callable[..., None]:
         """The engine's ``progress(event, **info)`` callback for `job_id`."""
@@ -113,7 +156,9 @@ class LineProgress(Tracker):
         self.stream = stream or sys.stdout
 
     def _line(self, text: str) -> None:
-        self.stream.write(f"[{time.strftime('%H:%M:%S')}] {text}\n")
+        cached = self.cached_line()
+        for line in (cached, text) if cached else (text,):
+            self.stream.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
         self.stream.flush()
 
     def start(self, jobs: Sequence[Any]) -> None:
@@ -125,12 +170,21 @@ class LineProgress(Tracker):
         self._line(f"start {job_id}")
 
     def job_event(self, job_id: str, event: str, info: Mapping[str, Any]) -> None:
+        super().job_event(job_id, event, info)
         self._line(f"{event} {job_id} {format_info(info)}".rstrip())
 
     def job_finished(self, job_id: str, status: str, message: str = "") -> None:
         super().job_finished(job_id, status, message)
+        if status == CACHED:
+            self.cached_unreported += 1
+            return
         self._line(f"{status} {job_id}{': ' + message if message else ''} | {self.summary()}")
 
+    def close(self) -> None:
+        cached = self.cached_line()
+        if cached:
+            self.cached_unreported = 0
+            self._line(cached)
 
 
 
@@ -163,8 +217,9 @@ class RichProgress(Tracker):
         self._refresh_overall()
 
     def job_event(self, job_id: str, event: str, info: Mapping[str, Any]) -> None:
-        # engine events: epoch_start(epoch counted from 0, epochs), batch(epoch, step, steps, loss),
-        # epoch_end(epoch counted from 1, metrics)
+        # engine events (epochs counted from 1): epoch_start(epoch, epochs), batch(epoch, step, steps, loss),
+        # epoch_end(epoch, metrics)
+        super().job_event(job_id, event, info)
         task = self.tasks.get(job_id)
         if task is None:
             return
@@ -172,13 +227,14 @@ class RichProgress(Tracker):
             self.epochs[job_id] = info["epochs"]
         epochs = self.epochs.get(job_id, "?")
         if event == "batch" and info.get("steps"):
-            label = f"  {job_id} epoch {info.get('epoch', 0) + 1}/{epochs}"
+            label = f"  {job_id} epoch {info.get('epoch', 1)}/{epochs}"
             self.bars.update(task, total=info["steps"], completed=info.get("step", 0), description=label)
         elif event == "epoch_start":
-            label = f"  {job_id} epoch {info.get('epoch', 0) + 1}/{epochs}"
+            label = f"  {job_id} epoch {info.get('epoch', 1)}/{epochs}"
             self.bars.update(task, total=None, completed=0, description=label)
         elif event == "epoch_end":
-            self.console.log(escape(f"{job_id} {format_info(info)}"))
+            self._log(escape(f"{job_id} {format_info(info)}"))
+            self._refresh_overall()  # the ETA follows the measured throughput
 
     def job_finished(self, job_id: str, status: str, message: str = "") -> None:
         super().job_finished(job_id, status, message)
@@ -186,13 +242,23 @@ class RichProgress(Tracker):
         task = self.tasks.pop(job_id, None)
         if task is not None:
             self.bars.remove_task(task)
-        if status != CACHED:
+        if status == CACHED:
+            self.cached_unreported += 1
+        else:
             style = {DONE: "green", FAILED: "bold red", SKIPPED: "yellow"}[status]
-            text = escape(f"{job_id}{': ' + message if message else ''}")
-            self.console.log(f"[{style}]{status}[/] {text}")
+            self._log(f"[{style}]{status}[/] {escape(job_id)}{': ' + escape(message) if message else ''}")
         self._refresh_overall()
 
+    def _log(self, markup: str) -> None:
+        cached = self.cached_line()
+        if cached:
+            self.console.log(escape(cached))
+        self.console.log(markup)
+
     def close(self) -> None:
+        cached = self.cached_line()
+        if cached:
+            self.console.log(escape(cached))
         if self.live:
             self._refresh_overall()
             self.bars.stop()
@@ -205,6 +271,6 @@ def make_progress(*, workers: int = 1, stream: IO[str] | None = None,
     stream = stream or sys.stdout
     if terminal is None:
         terminal = stream.isatty()
-    if terminal:
-        return RichProgress(Console(file=stream), workers=workers)
+    if terminal:  # no "file.py:123" column on log lines: it names our code, not the user's jobs
+        return RichProgress(Console(file=stream, log_path=False), workers=workers)
     return LineProgress(stream, workers=workers)

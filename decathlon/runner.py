@@ -9,6 +9,7 @@ use under ``<out>/data``, with its own source pretraining job). A failed job is 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import signal
 import sys
@@ -23,7 +24,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from decathlon.config import IDENTITY_FIELDS, PRESETS, PROTOCOLS, SCHEDULES, RunConfig, parse_assignments
+from decathlon.config import (
+    IDENTITY_FIELDS,
+    PRESETS,
+    PROTOCOLS,
+    SCHEDULES,
+    RunConfig,
+    parse_assignments,
+    yaml_problem,
+)
 from decathlon.domains import DomainSpec, suite_domains
 from decathlon.errors import ConfigError, DataError, HarnessError, UnknownNameError
 from decathlon.executors import (
@@ -46,22 +55,62 @@ from decathlon.suites import DECATHLON_FAMILY, EXTRA_FAMILY, SUITE_SETTINGS, dom
 
 EXECUTORS = ("inline", "local", "slurm", "submitit-local")
 
+DESCRIPTION = """\
+Run every selected method on every selected domain and seed, then build the results store and the
+reports (tables, S-score, policy figures, a results.json submission). Without a data root the generated
+mini suite runs on the CPU in minutes. Re-running the same command skips finished jobs and resumes
+interrupted ones from their last epoch."""
 
-def get_args_parser() -> argparse.ArgumentParser:
-    """The command line of ``run_all.py``."""
-    p = argparse.ArgumentParser(
-        prog="run_all.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+EXAMPLES = """\
+examples:
+  # the generated mini suite on the CPU: data, source pretraining, every method, reports
+  python run_all.py --suite mini
+
+  # the real Decathlon, three seeds (see README: download and verify the data first)
+  python run_all.py --suite decathlon --data-root /data/decathlon-1.0 \\
+      --pretrained /weights/resnet26_pretrained.t7 --seeds 0-2
+
+  # what would run and for how long, without running it
+  python run_all.py --suite mini --methods spottune,finetune --domains aircraft,dtd --dry-run
+
+more: --list-suites, --list-domains, --list-methods; README.md and results/README.md describe the outputs."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The examples as written, and "(default: X)" only where a default says something (not None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line (the whole usage is one --help away)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def get_args_parser(prog: str = "run_all.py") -> argparse.ArgumentParser:
+    """The command line of ``run_all.py`` (and of the ``spottune-decathlon`` console script)."""
+    p = _Parser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES, formatter_class=_HelpFormatter)
     what = p.add_argument_group("what to run")
     what.add_argument("--suite", choices=tuple(SUITE_SETTINGS),
-                      help="default: mini without --data-root/--extra-root, else the suite of the roots")
-    what.add_argument("--methods", default="all", help="comma-separated method names, or 'all'")
-    what.add_argument("--domains", default="all", help="comma-separated domain names of the suite, or 'all'")
+                      help="mini: generated stand-ins (the default without --data-root/--extra-root); "
+                           "decathlon, extra, all: the real data (default: the suite of the roots given)")
+    what.add_argument("--methods", default="all",
+                      help="comma-separated method names (--list-methods), or 'all'")
+    what.add_argument("--domains", default="all",
+                      help="comma-separated domain names of the suite (--list-domains), or 'all'")
     what.add_argument("--seeds", default="0", help="comma-separated seeds or ranges, e.g. 0,1,2 or 0-2")
-    what.add_argument("--protocol", choices=PROTOCOLS, help="train->val (model selection) or trainval->test")
+    what.add_argument("--protocol", choices=PROTOCOLS,
+                      help="train->val (model selection) or trainval->test (the official numbers; "
+                           "default of every suite)")
     data = p.add_argument_group("data and weights")
     data.add_argument("--data-root", type=Path,
-                      help="decathlon-1.0 folder (mini: the folder the generated suite is written to)")
+                      help="decathlon-1.0 folder (mini: the folder the generated suite is written to, "
+                           "default OUT/data)")
     data.add_argument("--extra-root", type=Path, help="folder holding the extra datasets' folders")
     data.add_argument("--pretrained", type=Path,
                       help="pretrained backbone (harness or official file); --suite extra: ResNet-50 weights")
@@ -72,11 +121,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                            "(ResNet-101, torchvision ImageNet state_dict)")
     settings = p.add_argument_group("settings (override the suite defaults)")
     settings.add_argument("--config", type=Path, help="YAML file of RunConfig overrides")
-    settings.add_argument("--epochs", type=int)
-    settings.add_argument("--batch-size", type=int)
+    settings.add_argument("--epochs", type=int, help="training epochs of every transfer job")
+    settings.add_argument("--batch-size", type=int, help="images per training step")
     settings.add_argument("--width", type=float, help="ResNet-26 channel-width multiplier")
-    settings.add_argument("--preset", choices=PRESETS)
-    settings.add_argument("--schedule", choices=SCHEDULES)
+    settings.add_argument("--preset", choices=PRESETS,
+                          help="transforms: faithful (SpotTune's code) or adapters (residual adapters')")
+    settings.add_argument("--schedule", choices=SCHEDULES,
+                          help="learning-rate schedule: faithful (one x0.1 drop at 40/110), multistep "
+                               "(40/60/80), cosine")
     settings.add_argument("--pretrain-epochs", type=int, help="epochs of the mini suite's source pretraining")
     settings.add_argument("--pretrain-set", dest="pretrain_overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="a RunConfig field of the mini source pretraining")
@@ -84,7 +136,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                           help="any RunConfig field (repeatable); the value is read as YAML")
     run = p.add_argument_group("execution")
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
-    run.add_argument("--executor", choices=EXECUTORS, default="inline")
+    run.add_argument("--executor", choices=EXECUTORS, default="inline",
+                     help="inline: one job after the other in this process; local: worker processes; "
+                          "slurm, submitit-local: job arrays through submitit")
     run.add_argument("--workers", type=int, default=1, help="local executor: CPU worker processes (no GPU)")
     run.add_argument("--jobs-per-gpu", type=int, default=1, help="local executor: concurrent jobs per GPU")
     run.add_argument("--gpus-per-job", type=int, default=0, help="slurm: GPUs per job")
@@ -95,16 +149,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("--slurm-array-parallelism", type=int, default=64, help="slurm: array tasks at once")
     run.add_argument("--slurm-param", action="append", default=[], metavar="KEY=VALUE",
                      help="any further submitit parameter (repeatable), e.g. slurm_account=proj")
-    run.add_argument("--dry-run", action="store_true", help="print the plan as a table and exit")
+    run.add_argument("--dry-run", action="store_true",
+                     help="print the plan and its estimated duration, and exit")
     run.add_argument("--report-only", action="store_true", help="rebuild the store and reports; run nothing")
     run.add_argument("--no-report", action="store_true", help="do not render the reports after the run")
     run.add_argument("--force", action="store_true",
                      help="redo the selected jobs even when finished (not the mini source pretraining)")
+    run.add_argument("--keep-checkpoints", action="store_true",
+                     help="keep every finished job's last-epoch checkpoint.pt (by default only the final "
+                          "models other methods evaluate are kept, as model.pt)")
     run.add_argument("--debug", action="store_true", help="tracebacks instead of one-line errors")
-    run.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
-    run.add_argument("--analysis", nargs="+", metavar=("NAME", "KEY=VALUE"),
-                     help="after the run: an analysis of the suite (best-practices), settings as KEY=VALUE "
-                          "words; see docs/analysis.md")
+    info = p.add_argument_group("information (print and exit)")
+    info.add_argument("--list-methods", action="store_true", help="the registered methods")
+    info.add_argument("--list-suites", action="store_true", help="the suites and what they hold")
+    info.add_argument("--list-domains", action="store_true",
+                      help="the domains of --suite (default: mini) with classes and images per split")
+    p.add_argument("--analysis", nargs="+", metavar=("NAME", "KEY=VALUE"),
+                   help="after the run: an analysis of the suite (best-practices), settings as KEY=VALUE "
+                        "words; see docs/analysis.md")
     return p
 
 
@@ -181,7 +243,12 @@ def coerce_value(key: str, value: Any) -> Any:
             return str(value)
         if origin is tuple and isinstance(value, (list, tuple)):
             return tuple(float(v) for v in value)
-    raise ConfigError(f"config key {key!r}: {value!r} is not a valid {hint}")
+    raise ConfigError(f"config key {key!r}: {value!r} is not a valid {type_name(hint)}")
+
+
+def type_name(hint: Any) -> str:
+    """``int``, ``float | None``, ``tuple[float, ...]``: a type annotation as Python code writes it."""
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def _union_type() -> Any:
@@ -197,7 +264,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--config {path}: not valid YAML ({e})") from None
+        raise ConfigError(f"--config {path}: not valid YAML ({yaml_problem(e)})") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -381,6 +448,41 @@ def plan_table(jobs: Sequence[Job], out_dir: Path) -> Table:
     return table
 
 
+def suites_table() -> Table:
+    """``--list-suites``: every suite, its domains and what it is."""
+    table = Table(title="suites (--suite)")
+    for column in ("suite", "domains", "what it is"):
+        table.add_column(column, overflow="fold")
+    for name, settings in SUITE_SETTINGS.items():
+        table.add_row(name, str(len(suite_domains(name))), escape(settings.description))
+    return table
+
+
+def domains_table(suite: str) -> Table:
+    """``--list-domains``: the domains of `suite` with their classes and images per split."""
+    from decathlon.suites import get_suite
+
+    get_suite(suite)  # an unknown suite is one line naming the known ones
+    table = Table(title=f"domains of suite {suite!r} (--domains)")
+    for column in ("domain", "label", "classes", "train", "val", "test", "family", "note"):
+        table.add_column(column, overflow="fold", justify="right" if column in ("classes", "train", "val",
+                                                                                 "test") else "left")
+    for spec in suite_domains(suite):
+        sizes = spec.split_sizes
+        note = "source: the pretrained network's own accuracy" if spec.is_source else ""
+        table.add_row(spec.name, escape(spec.label), str(spec.num_classes), str(sizes.train), str(sizes.val),
+                      str(sizes.test), domain_family(spec), note)
+    return table
+
+
+def print_main_tables(console: Console, reports: Path) -> None:
+    """The reports' main tables (methods x domains, Mean, S) in the terminal, as the CSVs hold them."""
+    from decathlon.summary import main_tables
+
+    for table in main_tables(reports):
+        console.print(table)
+
+
 def methods_table(registry: Mapping[str, Method]) -> Table:
     table = Table(title="registered methods")
     for column in ("method", "settings", "trains", "summary"):
@@ -447,6 +549,12 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
     if args.list_methods:
         console.print(methods_table(all_methods()))
         return 0
+    if args.list_suites:
+        console.print(suites_table())
+        return 0
+    if args.list_domains:
+        console.print(domains_table(args.suite or "mini"))
+        return 0
     if args.report_only:
         paths = render_reports(out_dir, args.data_root)
         console.print(f"reports: {len(paths)} files under {out_dir / 'reports'}")
@@ -464,8 +572,13 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
         from decathlon.analysis import check_analysis, describe_analysis
 
         analysis = check_analysis(args.analysis, jobs, out_dir)
+    if args.keep_checkpoints:
+        jobs = tuple(dataclasses.replace(j, keep_checkpoint=True) for j in jobs)
     if args.dry_run:
         console.print(plan_table(jobs, out_dir))
+        from decathlon.summary import estimate_plan, estimate_table
+
+        console.print(estimate_table(estimate_plan(jobs, out_dir)))
         if args.analysis:
             summary, sweep_jobs, work = describe_analysis(*analysis, out_dir)
             say(summary)
@@ -489,45 +602,54 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
     if not args.no_report:
         data_root = generated_paths(data_dir)[0] if data_dir is not None else args.data_root
         paths = render_reports(out_dir, data_root)
-        say(f"reports: {len(paths)} files under {out_dir / 'reports'}")
+        print_main_tables(console, out_dir / "reports")
+        say(f"reports: {len(paths)} files; start at {out_dir / 'reports' / 'README.md'}")
     if args.analysis:  # after the reports (writes reports/analysis/); its failed sweep jobs count as failed
         from decathlon.analysis import run_analysis
 
         counts[FAILED] += run_analysis(args.analysis, jobs, out_dir, executor=executor, stream=stdout)
     seconds = sum(o.seconds for o in outcomes.values())
+    from decathlon.summary import folder_size, format_bytes
+
     say(f"{len(jobs)} jobs: {counts[DONE]} run ({format_seconds(seconds)} of job time), {counts[CACHED]} "
-        f"already finished, {counts[FAILED]} failed, {counts[SKIPPED]} skipped; results in {out_dir}")
+        f"already finished, {counts[FAILED]} failed, {counts[SKIPPED]} skipped; results in {out_dir} "
+        f"({format_bytes(folder_size(out_dir))})")
     if counts[FAILED] or counts[SKIPPED]:
         _console(stderr).print(failures_table(jobs, outcomes, out_dir))
         return 1
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
     """Entry point of ``run_all.py``: one readable line on stderr for bad input (tracebacks with --debug)."""
-    args = get_args_parser().parse_args(argv)
+    args = get_args_parser(prog).parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     # a scheduler's SIGTERM unwinds like Ctrl-C: loader workers end, the command exits with a summary
     previous = raise_on_sigterm() if main_thread else None
     try:
-        return _main(args)
+        return _main(args, prog)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _main(args: argparse.Namespace) -> int:
+def console_main() -> int:
+    """The ``spottune-decathlon`` console script (pyproject.toml): exactly what ``run_all.py`` does."""
+    return main(prog="spottune-decathlon")
+
+
+def _main(args: argparse.Namespace, prog: str) -> int:
     try:
         return run(args)
     except HarnessError as e:
         if args.debug:
             raise
         for line in str(e).splitlines() or [""]:  # a preflight error: one line per problem
-            print(f"run_all.py: error: {line}", file=sys.stderr)
+            print(f"{prog}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("run_all.py: interrupted; run the same command again to resume", file=sys.stderr)
+        print(f"{prog}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Terminated as e:
-        print(f"run_all.py: terminated ({e}); run the same command again to resume", file=sys.stderr)
+        print(f"{prog}: terminated ({e}); run the same command again to resume", file=sys.stderr)
         return 128 + signal.SIGTERM

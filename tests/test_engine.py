@@ -15,8 +15,19 @@ import torch
 from decathlon.config import RunConfig
 from decathlon.data import build_dataset
 from decathlon.domains import get_domain
-from decathlon.engine import CHECKPOINT, STREAMS, balanced_subset, build_data, derive_seed, job_seed, run
-from decathlon.errors import CheckpointError, ConfigError
+from decathlon.engine import (
+    CHECKPOINT,
+    FINAL_MODEL,
+    STREAMS,
+    balanced_subset,
+    build_data,
+    derive_seed,
+    is_reused,
+    job_seed,
+    prune_run_dir,
+    run,
+)
+from decathlon.errors import CheckpointError, ConfigError, HarnessError
 from decathlon.flops import gflops_per_image
 from decathlon.methods import all_methods, get_method
 from decathlon.networks.checkpoint import save_checkpoint
@@ -156,7 +167,7 @@ class Killed(Exception):
 
 def kill_in_epoch_two(event, **info):
     """A progress callback that kills the run at the second batch of its second epoch."""
-    if event == "batch" and info["epoch"] == 1 and info["step"] == 2:
+    if event == "batch" and info["epoch"] == 2 and info["step"] == 2:  # epochs count from 1
         raise Killed
 
 
@@ -169,7 +180,7 @@ def test_killed_run_resumes_to_the_same_metrics(reference_run, tmp_path):
     assert position["epoch"] == 1 and len((tmp_path / "epochs.jsonl").read_text().splitlines()) == 1
     events = []
     run(config, tmp_path, progress=lambda event, **info: events.append((event, info.get("epoch"))))
-    assert ("epoch_start", 0) not in events and ("epoch_start", 1) in events  # resumed at epoch 2
+    assert ("epoch_start", 1) not in events and ("epoch_start", 2) in events  # resumed at epoch 2
     assert _metrics(tmp_path) == _metrics(reference)
 
 
@@ -204,6 +215,33 @@ def test_running_ft_evaluates_spottune_checkpoint(reference_run, mini_suite, tmp
     (unfinished / CHECKPOINT).write_bytes((reference / CHECKPOINT).read_bytes())
     with pytest.raises(CheckpointError, match="has not finished"):
         run(ft, tmp_path / "ft2", source_run_dir=unfinished)
+
+
+def test_finished_job_drops_its_resume_state_and_reused_model_survives(reference_run, mini_suite, tmp_path):
+    import shutil
+
+    config, reference = reference_run
+    finished = tmp_path / "spottune"
+    shutil.copytree(reference, finished)
+    # spottune is evaluated by spottune-running-ft: its final model is kept beside the resume state
+    assert (finished / FINAL_MODEL).is_file() and (finished / CHECKPOINT).is_file()
+    assert prune_run_dir(finished) > 0
+    assert not (finished / CHECKPOINT).exists() and (finished / FINAL_MODEL).is_file()
+    ft = config.replace(method="spottune-running-ft")
+    from_model = run(ft, tmp_path / "ft", source_run_dir=finished)
+    assert from_model == run(ft, tmp_path / "ft-old", source_run_dir=reference) | {
+        "wall_time_s": from_model["wall_time_s"], "images_per_s": from_model["images_per_s"]}
+    # a method nobody reuses keeps no final model; an unfinished run dir keeps its checkpoint
+    plain = tmp_path / "finetune"
+    run(_config(mini_suite, "finetune", limit_train_images=8), plain)
+    assert not (plain / FINAL_MODEL).exists() and not is_reused("finetune") and is_reused("spottune")
+    (plain / "result.json").unlink()
+    with pytest.raises(HarnessError, match="not finished"):
+        prune_run_dir(plain)
+    assert (plain / CHECKPOINT).is_file()
+    (finished / FINAL_MODEL).unlink()
+    with pytest.raises(CheckpointError, match="neither model.pt nor checkpoint.pt"):
+        run(ft, tmp_path / "ft-missing", source_run_dir=finished)
 
 
 def test_source_domain_is_evaluation_only(mini_suite, tmp_path):

@@ -173,12 +173,12 @@ def test_line_progress_writes_one_line_per_event():
     log.start(["x"])
     log.job_started("x")
     callback = log.callback("x")
-    callback("epoch_start", epoch=0, epochs=2)
+    callback("epoch_start", epoch=1, epochs=2)
     callback("epoch_end", epoch=1, train_loss=1.23456789, lrs=[0.1, 0.01])
     log.job_finished("x", FAILED, "ValueError: [boom]")
     lines = stream.getvalue().splitlines()
     assert len(lines) == 5
-    assert lines[2].endswith("epoch_start x epoch=0 epochs=2")
+    assert lines[2].endswith("epoch_start x epoch=1 epochs=2")
     assert lines[3].endswith("epoch_end x epoch=1 train_loss=1.235")
     assert "failed x: ValueError: [boom]" in lines[4] and "1 failed" in lines[4]
 
@@ -193,8 +193,8 @@ def test_rich_progress_follows_engine_events():
     display.start(["a", "b"])
     display.job_started("a")
     callback = display.callback("a")
-    callback("epoch_start", epoch=0, epochs=2)
-    callback("batch", epoch=0, step=3, steps=8, loss=2.0)
+    callback("epoch_start", epoch=1, epochs=2)  # epochs count from 1
+    callback("batch", epoch=1, step=3, steps=8, loss=2.0)
     task = display.bars.tasks[display.tasks["a"]]
     assert (task.completed, task.total) == (3, 8) and "epoch 1/2" in task.description
     callback("epoch_end", epoch=1, train_loss=1.5)

@@ -171,7 +171,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
 def test_unknown_names_and_missing_roots_give_one_line_errors(tmp_path, capsys):
     cases = [
         (["--methods", "nope"], "unknown method 'nope'; known methods: spottune"),
-        (["--domains", "nope"], "unknown domain of suite 'mini' 'nope'"),
+        (["--domains", "nope"],
+         "unknown domain 'nope' of suite 'mini'; known domains of suite 'mini': imagenet12"),
         (["--suite", "decathlon"], "--suite decathlon needs --data-root"),
         (["--suite", "decathlon", "--data-root", str(tmp_path / "missing")], "no such directory"),
         (["--suite", "decathlon", "--data-root", str(tmp_path)], "needs --pretrained"),

@@ -72,7 +72,7 @@ def test_killed_pretraining_resumes_to_bit_identical_weights(mini_suite, tmp_pat
     events = []
     resumed = pretrain.run(_config(argv), out, progress=lambda event, **info: events.append((event, info)))
     starts = [info["epoch"] for event, info in events if event == "epoch_start"]
-    assert starts == list(range(done, epochs))  # the finished epochs were not trained again
+    assert starts == list(range(done + 1, epochs + 1))  # epochs count from 1; finished ones not trained again
     assert resumed["resumed_from_epoch"] == done and resumed["history"] == reference["history"]
     assert resumed["top1"] == reference["top1"]
     ref_state = _weights(tmp_path / "ref" / pretrain.BACKBONE_FILE)

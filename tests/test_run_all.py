@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,19 @@ def test_first_command_runs_plan_store_and_reports_then_skips_finished(mini_suit
             "--domains", "svhn,dtd", "--methods", "finetune,spottune", *TINY]
     first = run_all(*args)
     assert "5 jobs: 5 run" in first.stdout
+    # the end of the run: the main table as the report's CSV holds it, the reports' front page, the size
+    csv_path = next((out / "reports" / "tables").glob("mini-decathlon_*[0-9a-f].csv"))
+    stored = pd.read_csv(csv_path).set_index("method")
+    assert csv_path.stem in first.stdout
+    for method in ("finetune", "spottune"):
+        row = next(line for line in first.stdout.splitlines() if line.startswith(f"│ {method} "))
+        cells = [c.strip() for c in row.strip("│").split("│")]
+        assert cells[-2:] == [f"{stored.loc[method, 'Mean']:.1f}", f"{stored.loc[method, 'S']:.0f}"]
+    assert f"start at {out / 'reports' / 'README.md'}" in first.stdout
+    assert re.search(rf"results in {re.escape(str(out))} \(\d+\.\d MB\)", first.stdout)
+    # finished jobs keep no resume state; spottune keeps the final model spottune-running-ft evaluates
+    assert not list(out.rglob("checkpoint.pt"))
+    assert len(list((out / "runs" / "mini" / "spottune").rglob("model.pt"))) == 2
     results = _results(out)
     assert sorted(k.split("/")[1] + "/" + k.split("/")[2] for k in results) == [
         "finetune/dtd", "finetune/svhn", "spottune/dtd", "spottune/svhn"]
@@ -71,10 +85,12 @@ def test_first_command_runs_plan_store_and_reports_then_skips_finished(mini_suit
     # --force redoes exactly the selected jobs (the shared source backbone stays)
     forced = [a if a != "finetune,spottune" else "finetune" for a in args]
     forced[forced.index("svhn,dtd")] = "svhn"
-    assert runner.main([*forced, "--force", "--no-report"]) == 0
+    assert runner.main([*forced, "--force", "--no-report", "--keep-checkpoints"]) == 0
     now = _mtimes(_results(out)) | {"pretrain": pretrain[0].stat().st_mtime_ns}
     changed = {k for k in now if now[k] != stamps[k]}
     assert len(changed) == 1 and changed.pop().startswith("mini/finetune/svhn/")
+    kept = [p.relative_to(out / "runs").as_posix() for p in out.rglob("checkpoint.pt")]
+    assert len(kept) == 1 and kept[0].startswith("mini/finetune/svhn/")  # --keep-checkpoints
 
     # --report-only rebuilds the store and the reports from the run dirs, running nothing
     (out / "store.csv").unlink()
@@ -113,16 +129,20 @@ def test_killed_run_resumes_from_its_checkpoint_and_redoes_nothing(mini_suite, t
 
     resumed = run_all(*base, "--methods", "finetune,spottune")
     assert "3 jobs: 1 run" in resumed.stdout and "2 already finished" in resumed.stdout
-    # the resumed job started after its checkpointed epochs (epoch_start counts from 0), not from 0
+    # the resumed job started after its checkpointed epochs (epochs count from 1), not from 1
     spottune_id = run_dir.relative_to(out / "runs").as_posix()
     lines = resumed.stdout.splitlines()
     starts = [int(line.split("epoch=")[1].split()[0]) for line in lines
               if line.split()[1:3] == ["epoch_start", spottune_id]]
-    assert starts and starts[0] >= 1 and starts == list(range(starts[0], 3))
+    assert starts and starts[0] >= 2 and starts == list(range(starts[0], 4))
     epochs = [json.loads(line)["epoch"] for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3]
     after = _mtimes(_results(out))
     assert all(after[k] == v for k, v in before.items() if k != "pretrain")  # finetune not redone
+    assert not list(out.rglob("checkpoint.pt"))  # finished: the resume state is gone
+    # an evaluation-only method run after its source finished still finds the final model
+    assert runner.main([*base, "--methods", "spottune-running-ft"]) == 0
+    assert len(list((out / "runs" / "mini" / "spottune-running-ft").rglob("result.json"))) == 1
     assert next(out.rglob("pretrain.json")).stat().st_mtime_ns == before["pretrain"]
 
     # the resumed job ends exactly where an uninterrupted run of the same job ends
