@@ -36,8 +36,8 @@ POLICY_FILE = "policy.csv"
 # a result carries is kept after these.
 RESULT_COLUMNS = (
     "suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split", "config_hash",
-    "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s", "images_per_s", "epochs",
-    "code_version", "settings",
+    "top1", "loss", "params_total", "params_trainable", "params_stored", "par", "wall_time_s", "images_per_s",
+    "epochs", "code_version", "settings",
 )
 JOB_COLUMNS = RESULT_COLUMNS + ("job_id", "run_dir")
 POLICY_COLUMNS = ("job_id", "method", "domain", "seed", "kind", "class_index", "index", "value")

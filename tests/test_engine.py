@@ -21,8 +21,8 @@ from decathlon.networks.factory import create_backbone
 from decathlon.schedules import build_scheduler, lr_factor
 
 RESULT_KEYS = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split",
-               "config_hash", "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s",
-               "images_per_s", "epochs", "code_version"}
+               "config_hash", "top1", "loss", "params_total", "params_trainable", "params_stored", "par",
+               "wall_time_s", "images_per_s", "epochs", "code_version"}
 
 
 def _config(mini_suite, method: str, **kw) -> RunConfig:
