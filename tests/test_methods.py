@@ -450,3 +450,57 @@ def test_par_over_the_decathlon_matches_the_published_value(name):
         par += stored_parameters(model) / count_parameters(plain)[0]
     published = published_rows("decathlon")[name].par
     assert par == pytest.approx(published, rel=0.10), f"{name}: #par {par:.3f}, published {published}"
+
+
+def _small_bottleneck_net(num_classes: int) -> nn.Module:
+    """A two-block network of torchvision's Bottleneck blocks (the second downsampling through a 1x1
+    convolution + BN, as in ResNet-50) in the backbone interface."""
+    from torchvision.models.resnet import Bottleneck
+
+    from decathlon.networks.resnet import Backbone
+
+    stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+    down = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False), nn.BatchNorm2d(32))
+    blocks = [Bottleneck(16, 4), Bottleneck(16, 8, stride=2, downsample=down)]
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Backbone(stem, blocks, head, nn.Linear(32, num_classes))
+
+
+@pytest.mark.parametrize("name", ["lwf", "piggyback", "dan"])
+def test_new_baselines_run_on_torchvision_bottlenecks(name):
+    """The extra-dataset setting's blocks (torchvision bottlenecks with a downsampling convolution): every
+    convolution is adapted, a step trains, the source filters stay fixed where the method freezes them."""
+    method = get_method(name)
+    assert "extra" in method.settings
+    config = RunConfig(suite="extra", method=name, domain="cubs", backbone="resnet50", device="cpu")
+    spec = get_domain("cubs")
+    torch.manual_seed(0)
+    source = _small_bottleneck_net(7)  # the source head: 7 classes
+    _perturb_bn(source)
+    images, labels = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    source.eval()
+    with torch.no_grad():
+        expected = source.features(images)
+    model = method.build(copy.deepcopy(source), spec, spec.num_classes, config)
+    model.eval()
+    with torch.no_grad():  # untrained: the source network's features
+        torch.testing.assert_close(model.features(images), expected, rtol=1e-5, atol=1e-5)
+    convs = {n: m.weight.detach().clone() for n, m in model.named_modules()
+             if isinstance(m, nn.Conv2d) and not n.startswith("teacher.")}
+    assert len(convs) == 1 + 3 + 4  # stem, 3 per bottleneck, the downsampling convolution
+    if name != "lwf":
+        assert all(type(m) is not nn.Conv2d for m in model.modules())
+    optimizer, _ = build_optimizer(method, model, config, spec)
+    method.train_mode(model, config)
+    loss, output = train_step(method, model, model, images, labels, optimizer, config,
+                              device=torch.device("cpu"), generator=None)
+    assert torch.isfinite(loss) and output.logits.shape == (4, spec.num_classes)
+    changed = [n for n, m in model.named_modules() if n in convs and not torch.equal(m.weight, convs[n])]
+    assert bool(changed) == (name == "lwf")  # LwF fine-tunes; PiggyBack and DAN keep the source filters
+
+
+def test_lwf_source_head_of_the_resnet50_setting():
+    """Without weights files the source head has the source domain's classes (ImageNet's 1000)."""
+    method = get_method("lwf")
+    config = RunConfig(suite="extra", method="lwf", domain="cubs", backbone="resnet50", device="cpu")
+    assert method.create_backbone(config, 200).classifier.out_features == 1000
