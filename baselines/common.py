@@ -1,4 +1,5 @@
-"""Helpers shared by the baselines: new classifiers, freezing, BN-mode handling, parameter groups.
+"""Helpers shared by the baselines: new classifiers, freezing, BN-mode handling, parameter groups, replacing
+every convolution (PiggyBack, DAN), constant copies of a network (LwF's teacher).
 
 "Frozen" in a single-path baseline means frozen completely: ``requires_grad`` is off and the BN layers
 of the frozen part stay in eval mode, so their running statistics keep their pretrained values.
