@@ -55,9 +55,9 @@ class CombinedConv2d(nn.Conv2d):
         return (self.controller @ self.weight.flatten(1)).view_as(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # a channels_last weight keeps the convolution in the model's memory format
-        weight = self.combined_weight().contiguous(memory_format=torch.channels_last) \
-            if self.weight.is_contiguous(memory_format=torch.channels_last) else self.combined_weight()
+        weight = self.combined_weight()
+        if self.weight.is_contiguous(memory_format=torch.channels_last):  # keep the model's memory format
+            weight = weight.contiguous(memory_format=torch.channels_last)
         return self._conv_forward(x, weight, self.bias)
 
 
