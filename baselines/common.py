@@ -11,6 +11,7 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
@@ -63,6 +64,19 @@ def replace_convs(root: nn.Module, make: Callable[[nn.Conv2d], nn.Module]) -> in
                 setattr(module, name, make(child))
                 count += 1
     return count
+
+
+class FrozenConv2d(nn.Conv2d):
+    """A convolution taking over `conv`'s weight (and bias) frozen, with its geometry; subclasses add what
+    they learn and compute their kernel from the frozen one in ``forward``."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                         bias=conv.bias is not None, padding_mode=conv.padding_mode,
+                         device=torch.device("meta"))  # placeholders, replaced right below
+        self.weight = conv.weight.requires_grad_(False)
+        self.bias = None if conv.bias is None else conv.bias.requires_grad_(False)
 
 
 def constant_copy(module: nn.Module) -> nn.Module:

@@ -30,23 +30,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.common import BN_TYPES, replace_classifier, replace_convs, set_trainable
+from baselines.common import BN_TYPES, FrozenConv2d, replace_classifier, replace_convs, set_trainable
 from decathlon.methods import Method
 
 
-class CombinedConv2d(nn.Conv2d):
+class CombinedConv2d(FrozenConv2d):
     """A convolution whose kernel is ``controller @ weight`` (filters as rows): frozen ``weight`` (and
     bias), learned ``controller`` (out_channels x out_channels), initialised to the identity."""
 
     def __init__(self, conv: nn.Conv2d):
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                         bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
-        self.weight = conv.weight
-        self.bias = conv.bias
-        self.weight.requires_grad_(False)
-        if self.bias is not None:
-            self.bias.requires_grad_(False)
+        super().__init__(conv)
         eye = torch.eye(conv.out_channels, dtype=conv.weight.dtype, device=conv.weight.device)
         self.controller = nn.Parameter(eye)
 

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from baselines.common import BN_TYPES, new_classifier, replace_convs, set_trainable, trainable
+from baselines.common import BN_TYPES, FrozenConv2d, new_classifier, replace_convs, set_trainable, trainable
 from decathlon.errors import ConfigError
 from decathlon.methods import Method
 
@@ -53,21 +53,14 @@ def binarize(scores: torch.Tensor, threshold: float) -> torch.Tensor:
     return hard + (scores - scores.detach())  # + exactly 0.0 in the forward pass; identity backward
 
 
-class MaskedConv2d(nn.Conv2d):
+class MaskedConv2d(FrozenConv2d):
     """A convolution with frozen ``weight`` (and bias) and learned mask ``scores`` of the weight's shape:
     ``conv(x, weight * binarize(scores, threshold))``."""
 
     storage_bits = {"scores": 1}  # stored as the binary mask (decathlon.networks.params)
 
     def __init__(self, conv: nn.Conv2d, *, mask_scale: float, threshold: float):
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                         padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
-                         bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
-        self.weight = conv.weight
-        self.bias = conv.bias
-        self.weight.requires_grad_(False)
-        if self.bias is not None:
-            self.bias.requires_grad_(False)
+        super().__init__(conv)
         self.scores = nn.Parameter(torch.full_like(conv.weight, mask_scale, requires_grad=True))
         self.threshold = threshold
 
