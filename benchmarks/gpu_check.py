@@ -10,7 +10,8 @@ checks the script itself). In order:
 2. images/s of one training step (the engine's ``train_step``: forward, loss, backward, SGD) at batch 128,
    64 px, ResNet-26 width 1, of every Decathlon method that trains, fp32 and AMP (float16 autocast + grad
    scaler; CUDA only) with channels_last, and for spottune, finetune, feature-extractor and the adapters
-   methods (when registered) also the default memory format;
+   methods (when registered) also the default memory format; each with its step time relative to
+   finetune's (same precision and memory format) and its peak memory;
 3. the GPU execution settings, each switched off alone on SpotTune's step (``fused_sgd``, ``device_rng``,
    ``cudnn_benchmark``) and ``deterministic`` on;
 4. SpotTune evaluation images/s at 72 px: one plain ResNet-26, dense two-path mixing and sparse routing
@@ -208,6 +209,7 @@ def section_train(settings: Settings) -> dict[str, Any]:
     """Training images/s of every Decathlon method that trains (or ``settings.methods``), fp32 and AMP,
     channels_last; the SIDE_BY_SIDE methods also in the default memory format."""
     names = list(settings.methods or [m.name for m in decathlon_methods() if m.trains])
+    names = ["finetune"] + [n for n in names if n != "finetune"]  # the reference of "vs finetune"
     rows = []
     for name in names:
         layouts = (True, False) if name in SIDE_BY_SIDE else (True,)
@@ -216,6 +218,10 @@ def section_train(settings: Settings) -> dict[str, Any]:
                 config = _run_config(settings, name, amp=amp, channels_last=channels_last)
                 rows.append({"method": name, "precision": _precision(amp), "channels_last": channels_last,
                              **time_train_step(config, settings.repeats)})
+    reference = {(r["precision"], r["channels_last"]): r["seconds"]
+                 for r in rows if r["method"] == "finetune"}
+    for row in rows:  # step time over finetune's, same precision and memory format, in this run
+        row["vs_finetune"] = row["seconds"] / reference[row["precision"], row["channels_last"]]
     return {"rows": rows, "peak_mib": max((r["peak_mib"] for r in rows), default=0.0)}
 
 
@@ -381,11 +387,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "train" in sections:
         t = sections["train"]
         lines += ["## Training step (images/s)", ""]
-        lines += _table(["method", "precision", "channels_last", "ms/step", "images/s", "peak MiB"],
+        lines += _table(["method", "precision", "channels_last", "ms/step", "images/s", "vs finetune",
+                         "peak MiB"],
                         [(r["method"], r["precision"], "on" if r["channels_last"] else "off",
-                          f"{1000 * r['seconds']:.1f}", f"{r['images_per_s']:.1f}", f"{r['peak_mib']:.0f}")
-                         for r in t["rows"]])
-        lines += [""]
+                          f"{1000 * r['seconds']:.1f}", f"{r['images_per_s']:.1f}",
+                          f"{r['vs_finetune']:.2f}x", f"{r['peak_mib']:.0f}") for r in t["rows"]])
+        lines += ["", "vs finetune: step time over finetune's (same precision and memory format); target for "
+                  "the adapter-like methods: <= 1.3x.", ""]
     if "options" in sections:
         o = sections["options"]
         note = "" if o["applies"] else " (CPU: these settings have no effect there; timed for the code path)"

@@ -6,8 +6,10 @@ Sections, each in its own fresh process so that its peak memory is its own:
 
 1. loader: images/s of the reference PIL loader vs the decode-once cache (benchmarks/bench_data.py),
    0 and 2 workers, batch 128, faithful CROP geometry; plus the one-off cache build.
-2. methods: training images/s of every Decathlon method at batch 128, 64 px, ResNet-26 (width 1), one
-   optimiser step through the engine's ``train_step`` (method forward, loss, extra loss, backward, SGD).
+2. methods: training images/s of every Decathlon method of the registry at batch 128, 64 px, ResNet-26
+   (width 1, or ``--width``), one optimiser step through the engine's ``train_step`` (method forward,
+   loss, extra loss, backward, optimiser step), each method in a process of its own (its peak memory),
+   with its step time relative to ``finetune``'s in the same run.
 3. spottune-step: SpotTune's training step as the engine runs it (channels_last, ``torch.lerp`` mixing)
    vs a plain dense two-path implementation of the same model (the reference structure in the default
    memory format: both blocks computed, mixed as ``out * (1 - m) + out_ * m``), on identical weights and
@@ -53,7 +55,6 @@ BATCH = 128  # images per training step (the reference recipe)
 TRAIN_PX = 64  # training crops of the CROP domains
 EVAL_PX = 72  # evaluation centre crops
 NUM_CLASSES = 100  # aircraft
-WARMUP_BATCH = 16  # images of the untimed first step of each method (allocations, lazy initialisation)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -186,28 +187,41 @@ def trainable_methods(setting: str = "decathlon") -> list[str]:
     return [m.name for m in all_methods().values() if m.trains and setting in m.settings]
 
 
-def section_methods(names: list[str], repeats: int) -> dict[str, Any]:
-    """Training images/s per method: one engine train_step at batch 128, 64 px, ResNet-26."""
+def section_method(name: str, repeats: int, width: float) -> dict[str, Any]:
+    """One method's training step (the engine's train_step at batch 128, 64 px, ResNet-26 at `width`):
+    median seconds after a full-batch warm-up step, and the peak memory of the process running it alone."""
     from decathlon.engine import train_step
 
-    x, y = _batch(TRAIN_PX, _config("finetune").channels_last)
-    rows = []
-    for name in names:
-        config = _config(name)
-        method, model, optimizer = _model_and_optimizer(name, config)
-        method.train_mode(model, config)
-        g = torch.Generator().manual_seed(0)
+    config = _config(name, width=width)
+    x, y = _batch(TRAIN_PX, config.channels_last)
+    method, model, optimizer = _model_and_optimizer(name, config)
+    method.train_mode(model, config)
+    g = torch.Generator().manual_seed(0)
+    cpu: list[float] = []  # process CPU seconds per call (all threads): less load-dependent than wall time
 
-        def step(n=BATCH, method=method, model=model, optimizer=optimizer, config=config, g=g):
-            train_step(method, model, model, x[:n], y[:n], optimizer, config, device=_device(), generator=g)
+    def step() -> None:
+        start = time.process_time()
+        train_step(method, model, model, x, y, optimizer, config, device=_device(), generator=g)
+        cpu.append(time.process_time() - start)
 
-        # the first method warms up at full batch: the process's memory grows to a full step's once (it is
-        # then reused, see retain_freed_memory), instead of inside the first method's timed step
-        warmup_batch = BATCH if not rows else WARMUP_BATCH
-        seconds = median_seconds(step, repeats, warmup=lambda step=step, n=warmup_batch: step(n))
-        rows.append({"method": name, "seconds": seconds, "images_per_s": BATCH / seconds})
-        del model, optimizer
-    return {"rows": rows, "memory": peak_memory()}
+    seconds = median_seconds(step, repeats)
+    return {"method": name, "seconds": seconds, "images_per_s": BATCH / seconds,
+            "cpu_seconds": statistics.median(cpu[1:]), "memory": peak_memory()}  # cpu[0]: the warm-up
+
+
+def run_methods(names: list[str], repeats: int, width: float) -> dict[str, Any]:
+    """Section 2: every method in a process of its own (its peak memory is its own), ``finetune`` first;
+    each row also gives its step time relative to ``finetune``'s in the same run (the target of the
+    adapter-like methods: <= 1.3x)."""
+    names = ["finetune"] + [n for n in names if n != "finetune"]
+    rows = [_run_isolated(section_method, name, repeats, width) for name in names]
+    for row in rows:
+        row["vs_finetune"] = row["seconds"] / rows[0]["seconds"]
+        row["cpu_vs_finetune"] = row["cpu_seconds"] / rows[0]["cpu_seconds"]
+    memory = {"rss_mib": max(r["memory"]["rss_mib"] for r in rows)}
+    if any("cuda_mib" in r["memory"] for r in rows):
+        memory["cuda_mib"] = max(r["memory"].get("cuda_mib", 0.0) for r in rows)
+    return {"rows": rows, "memory": memory, "width": width}
 
 
 def _logits_and_grads(model: Any, forward: Callable[[], torch.Tensor], y: torch.Tensor):
@@ -357,11 +371,14 @@ def render_loader(result: dict[str, Any]) -> list[str]:
 
 
 def render_methods(result: dict[str, Any]) -> list[str]:
-    lines = [f"| method (train step, batch {BATCH}, {TRAIN_PX} px, ResNet-26) | ms/step | images/s |",
-             "|---|---|---|"]
-    lines += [f"| {r['method']} | {1000 * r['seconds']:.0f} | {r['images_per_s']:.1f} |"
+    lines = [f"| method (train step, batch {BATCH}, {TRAIN_PX} px, ResNet-26 width {result['width']}) | "
+             "ms/step | images/s | vs finetune (wall, CPU) | peak memory |", "|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {1000 * r['seconds']:.0f} | {r['images_per_s']:.1f} | "
+              f"{r['vs_finetune']:.2f}x, {r['cpu_vs_finetune']:.2f}x | {_memory(r)} |"
               for r in result["rows"]]
-    return lines + [f"peak memory: {_memory(result)}"]
+    return lines + ["vs finetune: step time (median wall; median process CPU time, the less load-dependent) "
+                    "over finetune's in this run (target for the new methods: <= 1.3x); peak memory: each "
+                    "method's own process"]
 
 
 def render_spottune_step(s: dict[str, Any]) -> list[str]:
@@ -407,6 +424,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    choices=["loader", "methods", "spottune_step", "eval"])
     p.add_argument("--methods", nargs="+", default=None, help="methods of section 2 (default: every "
                    "Decathlon method that trains)")
+    p.add_argument("--width", type=float, default=1.0, help="ResNet-26 width of section 2 (a CPU may need "
+                   "less than the real 1.0)")
     p.add_argument("--repeats", type=int, default=1,
                    help="timed repeats per training measurement (median); evaluation uses at least 3")
     p.add_argument("--images", type=int, default=2048, help="images of the loader benchmark's domain")
@@ -425,10 +444,11 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(machine_line(info), flush=True)
     start_method = multiprocessing.get_start_method()
-    jobs = {"loader": (section_loader, args.images, args.epochs, start_method),
-            "methods": (section_methods, args.methods or trainable_methods(), args.repeats),
-            "spottune_step": (section_spottune_step, max(args.repeats, 2)),
-            "eval": (section_eval, max(args.repeats, 3))}
+    jobs: dict[str, Callable[[], dict[str, Any]]] = {
+        "loader": lambda: _run_isolated(section_loader, args.images, args.epochs, start_method),
+        "methods": lambda: run_methods(args.methods or trainable_methods(), args.repeats, args.width),
+        "spottune_step": lambda: _run_isolated(section_spottune_step, max(args.repeats, 2)),
+        "eval": lambda: _run_isolated(section_eval, max(args.repeats, 3))}
     results: dict[str, Any] = {}
     failed = []
     start = time.perf_counter()
@@ -437,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         began = time.perf_counter()
         try:
-            results[name] = _run_isolated(*jobs[name])
+            results[name] = jobs[name]()
         except Exception as e:  # one broken section (e.g. a model API change) must not hide the others
             if args.debug:
                 raise

@@ -82,6 +82,15 @@ class RunConfig:
     stochastic_eval: str = "mean"  # stochastic fine-tuning at test: "mean" (0.5/0.5 mix), "tuned", "sampled"
     progressive_init: str = "pretrained"  # progressive nets' new column: "pretrained" copy or "random"
     pretrained_deep: str | None = None  # weights of finetune-resnet101's deeper backbone (None = random)
+    # LwF (Li & Hoiem 2016, Sec. 3): loss = l_c + lwf_lambda * KL(softmax(y_o/T) || softmax(y_hat_o/T))
+    lwf_temperature: float = 2.0  # T of the distillation softmax (the paper: 2)
+    lwf_lambda: float = 1.0  # lambda_o, weight of the distillation term (the paper: 1)
+    # PiggyBack (Mallya et al. 2018; arunmallya/piggyback src/main.py, scripts/run_piggyback_training.sh)
+    piggyback_lr: float = 1e-4  # Adam learning rate of the mask scores (--lr_mask 1e-4)
+    piggyback_classifier_lr: float = 1e-4  # Adam learning rate of the new classifier (--lr_classifier 1e-4)
+    piggyback_threshold: float = 5e-3  # a weight is kept where its score > threshold (DEFAULT_THRESHOLD)
+    piggyback_mask_scale: float = 1e-2  # initial value of every score, i.e. every weight kept (--mask_scale)
+    piggyback_train_bn: bool = False  # also train the BN layers (--train_bn; off in the reference script)
     # content identity of `pretrained` and `pretrained_deep` (decathlon.jobs.weights_digest: sha256 of the
     # files, or the id of the plan's job that writes them); hashed in place of their paths
     weights_digest: str | None = None
@@ -129,6 +138,12 @@ class RunConfig:
             raise ConfigError(f"width must be > 0 and eval_samples, eval_batch_size >= 1; got "
                               f"width={self.width}, eval_samples={self.eval_samples}, "
                               f"eval_batch_size={self.eval_batch_size}")
+        if self.lwf_temperature <= 0 or self.lwf_lambda < 0 or self.piggyback_lr <= 0 \
+                or self.piggyback_classifier_lr <= 0:
+            raise ConfigError(f"lwf_temperature, piggyback_lr and piggyback_classifier_lr must be > 0 and "
+                              f"lwf_lambda >= 0; got lwf_temperature={self.lwf_temperature}, "
+                              f"lwf_lambda={self.lwf_lambda}, piggyback_lr={self.piggyback_lr}, "
+                              f"piggyback_classifier_lr={self.piggyback_classifier_lr}")
         if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
             raise ConfigError(f"device={self.device!r}; expected auto, cpu, cuda or cuda:N")
 

@@ -381,10 +381,11 @@ def backend_settings(config: RunConfig) -> Iterator[None]:
 
 
 def build_optimizer(method: Method, model: nn.Module, config: RunConfig, spec: DomainSpec
-                    ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD with momentum over the method's parameter groups (fused on CUDA: :func:`sgd_options`), and
-    the per-epoch schedule. Weight decay of the network groups: ``config.weight_decay`` or the domain's
-    reference value.
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """The method's optimiser over its parameter groups, and the per-epoch schedule (which multiplies every
+    group's learning rate). ``method.optimizer``: ``"sgd"``, SGD with momentum (fused on CUDA:
+    :func:`sgd_options`), or ``"adam"`` (PiggyBack's masks, as its reference code). Weight decay of the
+    network groups: ``config.weight_decay`` or the domain's reference value.
     """
     weight_decay = spec.weight_decay if config.weight_decay is None else config.weight_decay
     groups = [g for g in method.param_groups(model, config, weight_decay) if g["params"]]
@@ -394,7 +395,13 @@ def build_optimizer(method: Method, model: nn.Module, config: RunConfig, spec: D
     if any(p.requires_grad and id(p) not in declared for p in model.parameters()):
         raise ConfigError(f"method {method.name!r}: a parameter with requires_grad is in no parameter group")
     device = groups[0]["params"][0].device
-    optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, **sgd_options(config, device))
+    if method.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                    **sgd_options(config, device))
+    elif method.optimizer == "adam":
+        optimizer = torch.optim.Adam(groups, lr=config.lr)  # every group sets its own lr
+    else:
+        raise ConfigError(f"method {method.name!r}: optimizer {method.optimizer!r}; expected sgd or adam")
     scheduler = build_scheduler(optimizer, config.schedule, config.epochs, milestones=config.milestones,
                                 gamma=config.lr_gamma)
     return optimizer, scheduler
@@ -669,12 +676,13 @@ def run(config: RunConfig, run_dir: str | Path, *, progress: Progress | None = N
 def _finish(run_dir: Path, config: RunConfig, method: Method, data: Data, model: nn.Module,
             evaluation: Evaluation, *, epochs: int, wall_time: float, images_per_s: float,
             version: str, reference_params: int) -> dict[str, Any]:
-    from decathlon.networks.params import count_parameters, par_ratio
+    from decathlon.networks.params import count_parameters, par_ratio, stored_parameters
 
     _write_outputs(run_dir, method, data, evaluation)
     total, trainable = count_parameters(model)
     result = {**_identity(config), "top1": evaluation.top1, "loss": evaluation.loss,
-              "params_total": total, "params_trainable": trainable, "par": par_ratio(model, reference_params),
+              "params_total": total, "params_trainable": trainable, "params_stored": stored_parameters(model),
+              "par": par_ratio(model, reference_params),
               "wall_time_s": wall_time, "images_per_s": images_per_s, "epochs": epochs,
               "eval_images": evaluation.images, "gflops_per_image": evaluation.gflops_per_image,
               "code_version": version, "settings": config.settings()}

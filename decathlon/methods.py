@@ -44,7 +44,7 @@ class Method(ABC):
     """Base class. Subclasses set the class attributes and override what differs."""
 
     name: str = ""
-    label: str = ""  # the paper's row name, shown in tables (empty: the registry name)
+    label: str = ""  # the paper's row name, shown in tables (falls back to the registry name)
     summary: str = ""  # one line, shown by `run_all.py --list-methods` and in the docs
     routing: bool = False  # records policy statistics (per-block usage, histograms)
     learned_routing: bool = False  # routing decided per image by a trained policy (not drawn at random)
@@ -52,13 +52,15 @@ class Method(ABC):
     reuses: str | None = None  # with trains=False: the method whose checkpoint is evaluated
     settings: tuple[str, ...] = ("decathlon", "extra")  # which settings (table families) it runs in
     pretrained: bool = True  # False: the backbone is randomly initialised (scratch)
+    optimizer: str = "sgd"  # the engine's optimiser over param_groups: "sgd" (momentum) or "adam"
 
     @abstractmethod
     def build(self, backbone: nn.Module, spec: DomainSpec, num_classes: int, config: RunConfig) -> nn.Module:
         """Return the model to train. `backbone` is a fresh pretrained copy the method may consume."""
 
     def param_groups(self, model: nn.Module, config: RunConfig, weight_decay: float) -> list[dict[str, Any]]:
-        """SGD parameter groups (only trainable parameters). Default: one group, the network settings."""
+        """Optimiser parameter groups (only trainable parameters). Default: one group, the network
+        settings."""
         params = [p for p in model.parameters() if p.requires_grad]
         return [{"name": "network", "params": params, "lr": config.lr, "weight_decay": weight_decay,
                  "momentum": config.momentum}]

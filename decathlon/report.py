@@ -468,9 +468,10 @@ def s_cell(accuracy: Mapping[str, float], baseline: Baseline) -> Cell:
 def par_cell(rows: pd.DataFrame, domains: Sequence[str]) -> Cell:
     """#par: parameters to cover every domain of the table, in units of one backbone.
 
-    One shared pretrained network (1) plus, per target domain, the parameters trained for it
-    (``params_trainable / (params_total / par)``), averaged over seeds; the source domain adds nothing
-    beyond the shared network. This is the paper's count (Fine-tuning 10, Feature extractor ~1).
+    One shared pretrained network (1) plus, per target domain, the parameters stored for it
+    (``params_stored / (params_total / par)``; results written before ``params_stored`` existed count their
+    ``params_trainable``), averaged over seeds; the source domain adds nothing beyond the shared network.
+    This is the paper's count (Fine-tuning 10, Feature extractor ~1, PiggyBack's 1-bit masks ~1.3).
     """
     if not {"params_trainable", "params_total", "par"} <= set(rows.columns):
         return EMPTY
@@ -481,7 +482,10 @@ def par_cell(rows: pd.DataFrame, domains: Sequence[str]) -> Cell:
             per_domain.append(None)
             continue
         backbone = sel["params_total"].astype(float) / sel["par"].astype(float)
-        per_domain.append(0.0 if is_source(d) else float((sel["params_trainable"] / backbone).mean()))
+        stored = sel["params_trainable"].astype(float)
+        if "params_stored" in sel:
+            stored = sel["params_stored"].astype(float).fillna(stored)
+        per_domain.append(0.0 if is_source(d) else float((stored / backbone).mean()))
     present = [v for v in per_domain if v is not None]
     if not present or any(math.isnan(v) for v in present):
         return EMPTY

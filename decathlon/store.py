@@ -39,8 +39,8 @@ POLICY_FILE = "policy.csv"
 # a result carries is kept after these.
 RESULT_COLUMNS = (
     "suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split", "config_hash",
-    "top1", "loss", "params_total", "params_trainable", "par", "gflops_per_image", "wall_time_s",
-    "images_per_s", "epochs", "code_version", "settings",
+    "top1", "loss", "params_total", "params_trainable", "params_stored", "par", "gflops_per_image",
+    "wall_time_s", "images_per_s", "epochs", "code_version", "settings",
 )
 JOB_COLUMNS = RESULT_COLUMNS + ("job_id", "run_dir")
 POLICY_COLUMNS = ("job_id", "method", "domain", "seed", "kind", "class_index", "index", "value", "class_name")

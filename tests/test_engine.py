@@ -36,8 +36,8 @@ from decathlon.schedules import build_scheduler, lr_factor
 from spottune.policy import decathlon_policy_net
 
 RESULT_KEYS = {"suite", "method", "domain", "seed", "protocol", "preset", "schedule", "eval_split",
-               "config_hash", "top1", "loss", "params_total", "params_trainable", "par", "wall_time_s",
-               "images_per_s", "epochs", "code_version", "gflops_per_image"}
+               "config_hash", "top1", "loss", "params_total", "params_trainable", "params_stored", "par",
+               "wall_time_s", "images_per_s", "epochs", "code_version", "gflops_per_image"}
 
 
 def _config(mini_suite, method: str, **kw) -> RunConfig:

@@ -37,6 +37,9 @@ def test_main_on_tiny_sizes_writes_the_report(gpu_check, tmp_path, capsys):
         ("finetune", "fp32", True), ("finetune", "fp32", False),
         ("feature-extractor", "fp32", True), ("feature-extractor", "fp32", False)]
     assert all(r["images_per_s"] == pytest.approx(2 / r["seconds"]) for r in sections["train"]["rows"])
+    train = sections["train"]["rows"]
+    finetune = {r["channels_last"]: r["seconds"] for r in train if r["method"] == "finetune"}
+    assert all(r["vs_finetune"] == pytest.approx(r["seconds"] / finetune[r["channels_last"]]) for r in train)
     assert [r["setting"] for r in sections["options"]["rows"]] == [name for name, _ in gpu_check.GPU_OPTIONS]
     assert {(r["model"], r["routing"]) for r in sections["eval"]["rows"]} == {
         ("plain ResNet-26 (one path)", "-"), ("dense two-path", "random-50%"),
@@ -53,6 +56,7 @@ def test_main_on_tiny_sizes_writes_the_report(gpu_check, tmp_path, capsys):
     assert projection["totals"]["fp32"] == pytest.approx(sum(r["hours"] for r in projection["rows"]))
     markdown = (out / "report.md").read_text()
     assert "## Projected GPU-hours" in markdown and "| finetune | fp32 | on |" in markdown
+    assert "| vs finetune |" in markdown
     assert f"**total (fp32): {projection['totals']['fp32']:.1f} GPU-hours**" in markdown
     assert "GPU-hours" in capsys.readouterr().out
 

@@ -142,6 +142,8 @@ def test_set_values_are_typed_and_unknown_keys_fail(tmp_path):
                        (["--set", "epochs"], "KEY=VALUE"), (["--set", "method=finetune"], "--methods"),
                        (["--set", "width=-1"], "width must be > 0"), (["--width", "0"], "width must be > 0"),
                        (["--set", "eval_samples=-3"], "eval_samples"),
+                       (["--set", "lwf_temperature=0"], "lwf_temperature=0"),
+                       (["--set", "piggyback_lr=-0.0001"], "piggyback_lr=-0.0001"),
                        (["--set", "device=tpu"], "device='tpu'")):
         with pytest.raises(ConfigError, match=match):
             runner.user_overrides(runner.get_args_parser().parse_args(bad))

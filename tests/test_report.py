@@ -33,6 +33,7 @@ from decathlon.report import (
     domain_family,
     domain_label,
     latex_escape,
+    par_cell,
     read_evidence,
     render_all,
     results_table,
@@ -148,6 +149,18 @@ def test_golden_store_values():
     assert rows["spottune"][cols.index("ImNet")].text() == "60.87 ± 0.71"
     assert rows["feature-extractor"][cols.index("Mean")].mark == "*"
     assert rows["feature-extractor"][cols.index("DTD")].mean == pytest.approx(35.53)
+
+
+def test_par_counts_stored_parameters_when_recorded():
+    # a 1-bit mask per weight: 1000 trainable scores stored as 1000/32 floats (+ a 10-float classifier)
+    rows = [dict(job_row("decathlon", "piggyback", d, 0, PUBLISHED_FT[d]), params_stored=1000 / 32 + 10)
+            for d in DECATHLON_COLUMNS]
+    rows[1]["params_stored"] = float("nan")  # a result written before params_stored: its trainable count
+    cell = par_cell(pd.DataFrame(rows), DECATHLON_COLUMNS)
+    # backbone = params_total / par = 1000; 8 targets store 41.25, one 1000 (trainable), the source 0
+    assert cell.mean == pytest.approx(1.0 + 8 * 41.25 / 1000 + 1.0)
+    assert par_cell(pd.DataFrame(rows).drop(columns="params_stored"), DECATHLON_COLUMNS).mean == \
+        pytest.approx(10.0)
 
 
 def test_own_finetune_baseline_on_other_suites():

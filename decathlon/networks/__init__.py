@@ -12,11 +12,11 @@
 from decathlon.networks.checkpoint import load_checkpoint, read_harness_checkpoint, save_checkpoint
 from decathlon.networks.factory import BACKBONES, create_backbone, load_weights_file
 from decathlon.networks.official import load_official, load_official_backbone
-from decathlon.networks.params import count_parameters, par_ratio
+from decathlon.networks.params import count_parameters, par_ratio, stored_parameters
 from decathlon.networks.resnet import Backbone, ResNet26, TorchvisionResNet, init_weights
 
 __all__ = [
     "BACKBONES", "Backbone", "ResNet26", "TorchvisionResNet", "count_parameters", "create_backbone",
     "init_weights", "load_checkpoint", "load_official", "load_official_backbone", "load_weights_file",
-    "par_ratio", "read_harness_checkpoint", "save_checkpoint",
+    "par_ratio", "read_harness_checkpoint", "save_checkpoint", "stored_parameters",
 ]
