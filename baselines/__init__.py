@@ -4,7 +4,17 @@ Add a baseline: write ``baselines/<name>.py`` with a ``decathlon.methods.Method`
 instance in ``METHODS`` below.
 """
 
-from baselines import bn_adapt, feature_extractor, finetune, l2sp, last_k, progressive, reinit, stochastic
+from baselines import (
+    adapters,
+    bn_adapt,
+    feature_extractor,
+    finetune,
+    l2sp,
+    last_k,
+    progressive,
+    reinit,
+    stochastic,
+)
 
 METHODS: tuple = (
     *finetune.METHODS,  # finetune, scratch, finetune-resnet101
@@ -14,5 +24,6 @@ METHODS: tuple = (
     *l2sp.METHODS,
     *progressive.METHODS,
     *bn_adapt.METHODS,
+    *adapters.METHODS,  # series-adapters, parallel-adapters
     *reinit.METHODS,  # reinit-1/3-tune/freeze: Chu et al.'s FT/F(rest)R(top k), analysis only
 )

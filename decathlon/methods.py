@@ -45,6 +45,7 @@ class Method(ABC):
 
     name: str = ""
     summary: str = ""  # one line, shown by `run_all.py --list-methods` and in the docs
+    label: str = ""  # the paper's row name, shown in tables (falls back to the registry name)
     routing: bool = False  # records policy statistics (per-block usage, histograms)
     trains: bool = True  # False: evaluation only, from another method's checkpoint
     reuses: str | None = None  # with trains=False: the method whose checkpoint is evaluated
