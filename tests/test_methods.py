@@ -41,6 +41,9 @@ TRAINABLE = {
     "spottune": r"(?!blocks\.\d+\.conv)", "spottune-global-k": r"(?!blocks\.\d+\.conv)",
     "stochastic-finetune": r"(?!blocks\.\d+\.conv)", "random-policy": r"(?!blocks\.\d+\.conv)",
     "progressive-nets": r"(?!frozen\.)",
+    # residual adapters: every shared 3x3 convolution (stem and blocks) frozen; adapters, BN, classifier train
+    "series-adapters": r"(?!stem\.conv\.|blocks\.\d+\.conv\d\.)",
+    "parallel-adapters": r"(?!stem\.conv\.|blocks\.\d+\.conv\d\.)",
     # best-practices analysis: FT(rest)R(top k) trains everything, F(rest)R(top k) only the re-initialised top
     "reinit-1-tune": r".", "reinit-3-tune": r".",
     "reinit-1-freeze": r"(blocks\.11\.|head\.|classifier\.)",
