@@ -5,6 +5,7 @@ instance in ``METHODS`` below.
 """
 
 from baselines import (
+    adapters,
     bn_adapt,
     dan,
     feature_extractor,
@@ -29,5 +30,6 @@ METHODS: tuple = (
     *lwf.METHODS,
     *piggyback.METHODS,
     *dan.METHODS,
+    *adapters.METHODS,  # series-adapters, parallel-adapters
     *reinit.METHODS,  # reinit-1/3-tune/freeze: Chu et al.'s FT/F(rest)R(top k), analysis only
 )

@@ -57,7 +57,7 @@ def bench_method(name: str, config: RunConfig, steps: int, repeats: int) -> dict
     data = build_data(config, spec, device, generators["data"])
     model = method.build(build_backbone(method, config, spec.num_classes), spec, spec.num_classes, config)
     optimizer, _ = build_optimizer(method, model, config, spec)
-    batches = [(x, y) for x, y in data.train_loader][:steps]
+    batches = [(x, y) for x, y, *_ in data.train_loader][:steps]  # loaders also yield indices
     method.train_mode(model, config)
 
     def step_rate() -> float:

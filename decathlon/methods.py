@@ -46,6 +46,7 @@ class Method(ABC):
     name: str = ""
     label: str = ""  # the paper's row name, shown in tables (falls back to the registry name)
     summary: str = ""  # one line, shown by `run_all.py --list-methods` and in the docs
+    label: str = ""  # the paper's row name, shown in tables (falls back to the registry name)
     routing: bool = False  # records policy statistics (per-block usage, histograms)
     learned_routing: bool = False  # routing decided per image by a trained policy (not drawn at random)
     trains: bool = True  # False: evaluation only, from another method's checkpoint

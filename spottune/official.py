@@ -101,16 +101,19 @@ def load_official(path: str | Path) -> nn.Module:
     return spottune_from_official(read_official(path))[0]
 
 
-def convert_official(source: str | Path, target: str | Path) -> tuple[OfficialFile, LoadReport]:
+def convert_official(source: str | Path, target: str | Path,
+                     task: int = 0) -> tuple[OfficialFile, LoadReport]:
     """Convert an official file (either kind) into the harness checkpoint format at `target`.
 
-    The checkpoint's ``config`` says which harness model to build: ``model`` ("resnet26" or "spottune"),
+    Residual-adapters files (plain or with adapters; `task` picks the task of a multi-task network) are
+    converted by :func:`decathlon.networks.official.convert_official`. The checkpoint's ``config`` says
+    which harness model to build: ``model`` ("resnet26", "adapter-resnet26" or "spottune"),
     ``backbone``, ``num_classes``, ``width``, ``layers`` (and ``policy_width`` for SpotTune); ``extra``
     records the source file, its pickled classes and the load report.
     """
     official = read_official(source)
     if official.kind == "residual_adapters":
-        return convert_residual_adapters(source, target)
+        return convert_residual_adapters(source, target, task)
     model, report = spottune_from_official(official)
     config = {"model": "spottune", "backbone": "resnet26", "num_classes": model.classifier.out_features,
               "width": _width(official.net, "conv1.weight", official.path),

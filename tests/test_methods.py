@@ -54,6 +54,9 @@ TRAINABLE = {
     "lwf": r".",
     "piggyback": r"(classifier\.|.*\.scores$)",  # the mask scores and the new classifier; BN frozen
     "dan": rf"(classifier\.|.*\.controller$|{BN})",  # controllers, BN and the new classifier
+    # residual adapters: every shared 3x3 convolution (stem and blocks) frozen; adapters, BN, classifier train
+    "series-adapters": r"(?!stem\.conv\.|blocks\.\d+\.conv\d\.)",
+    "parallel-adapters": r"(?!stem\.conv\.|blocks\.\d+\.conv\d\.)",
     # best-practices analysis: FT(rest)R(top k) trains everything, F(rest)R(top k) only the re-initialised top
     "reinit-1-tune": r".", "reinit-3-tune": r".",
     "reinit-1-freeze": r"(blocks\.11\.|head\.|classifier\.)",

@@ -1,14 +1,18 @@
 """Safe reading of the reference code's checkpoint files: no code from the file is ever executed.
 
 This module reads both kinds of official file and maps the residual-adapters networks onto the harness's
-ResNet-26; the SpotTune mapping (two paths and the agent) lives with the method, in
+ResNet-26 (plain, or with series or parallel adapters: :mod:`decathlon.networks.adapters`); the SpotTune
+mapping (two paths and the agent) lives with the method, in
 :mod:`spottune.official`.
 
 Two kinds of files exist, both whole pickled ``nn.Module`` objects:
 
-- ``resnet26_pretrained.t7`` of the residual-adapters authors (Rebuffi et al.): ``torch.save`` of a
-  ``models.ResNet``, bare or as ``{"net": ...}``, possibly in the legacy (non-zip) format and without
-  ``num_batches_tracked`` (PyTorch < 0.4.1);
+- files of the residual-adapters code (Rebuffi et al.): ``resnet26_pretrained.t7``, ``torch.save`` of a
+  ``models.ResNet``, bare or as ``{"net": ...}``, and the training scripts' checkpoints
+  ``{"net", "acc", "epoch"}`` (``acc`` a numpy scalar) of networks built with or without adapters
+  (``config_task.mode``, a global of that code, inferred from the modules: :func:`official_mode`) for
+  one or several tasks; possibly in the legacy (non-zip) format and without ``num_batches_tracked``
+  (PyTorch < 0.4.1);
 - an official SpotTune checkpoint: ``torch.save({"net": spottune_models.ResNet, "agent": agent_net.ResNet})``.
 
 ``torch.load`` drives the reading of both the zip and the legacy formats, but with a restricted pickle
@@ -43,6 +47,7 @@ import torch
 from torch import nn
 
 from decathlon.errors import CheckpointError, HarnessError
+from decathlon.networks.adapters import AdapterResNet26, adapter_resnet26
 from decathlon.networks.checkpoint import save_checkpoint
 from decathlon.networks.resnet import ResNet26
 from decathlon.safe_pickle import INERT_GLOBALS, INERT_STATE_TYPES, PICKLE_ENCODING
@@ -419,20 +424,75 @@ class RuleTable:
 _P = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
 _SB = r"(?P<s>\d+)\.(?P<b>\d+)"
 
-RESIDUAL_ADAPTERS = RuleTable(
-    name="residual-adapters models.ResNet",
-    first_stage=1,
-    rules=(
-        RenameRule(r"pre_layers_conv\.conv\.weight", "stem.conv.weight"),
-        RenameRule(rf"pre_layers_conv\.bns\.0\.{_P}", "stem.bn.{p}"),
-        RenameRule(rf"layer{_SB}\.conv1\.conv\.weight", "blocks.{i}.conv1.weight"),
-        RenameRule(rf"layer{_SB}\.conv1\.bns\.0\.{_P}", "blocks.{i}.bn1.{p}"),
-        RenameRule(rf"layer{_SB}\.conv2\.1\.conv\.weight", "blocks.{i}.conv2.weight"),
-        RenameRule(rf"layer{_SB}\.conv2\.1\.bns\.0\.{_P}", "blocks.{i}.bn2.{p}"),
-        RenameRule(rf"end_bns\.0\.0\.{_P}", "head.bn.{p}"),
-        RenameRule(r"linears\.0\.(?P<p>weight|bias)", "classifier.{p}"),
-    ),
-)
+#: the reference's ``config_task.mode`` values -> the harness's adapter mode (None: no adapters)
+OFFICIAL_MODES = MappingProxyType({"normal": None, "series_adapters": "series",
+                                   "parallel_adapters": "parallel"})
+
+
+def _conv_task_rules(official: str, conv: str, bn: str, adapter: str, mode: str,
+                     task: int) -> tuple[RenameRule, ...]:
+    """Rules of one reference ``conv_task`` (shared 3x3 ``conv``, per-task ``bns`` and adapters) at the
+    official key prefix `official` onto the harness names `conv`, `bn`, `adapter` (regex / format text)."""
+    rules = [RenameRule(rf"{official}\.conv\.weight", conv + ".weight")]
+    if mode == "series_adapters":  # bns[task] = Sequential(conv1x1 = {conv: Sequential(BN, Conv 1x1)}, BN)
+        rules += [RenameRule(rf"{official}\.bns\.{task}\.0\.conv\.0\.{_P}", adapter + ".bn.{p}"),
+                  RenameRule(rf"{official}\.bns\.{task}\.0\.conv\.1\.weight", adapter + ".conv.weight"),
+                  RenameRule(rf"{official}\.bns\.{task}\.1\.{_P}", bn + ".{p}")]
+    else:
+        rules.append(RenameRule(rf"{official}\.bns\.{task}\.{_P}", bn + ".{p}"))
+    if mode == "parallel_adapters":  # parallel_conv[task] = conv1x1 = {conv: Conv 1x1}
+        rules.append(RenameRule(rf"{official}\.parallel_conv\.{task}\.conv\.weight",
+                                adapter + ".conv.weight"))
+    return tuple(rules)
+
+
+def residual_adapters_table(mode: str = "normal", task: int = 0) -> RuleTable:
+    """The rename rules of a reference ``models.ResNet`` built in ``config_task.mode`` `mode` (a key of
+    :data:`OFFICIAL_MODES`, with the training script's default ``proj='11'``: adapters at every 3x3
+    convolution), for the BN / adapter / classifier set of task `task`; the other tasks' sets are ignored.
+    """
+    if mode not in OFFICIAL_MODES:
+        raise ValueError(f"reference mode {mode!r}; expected one of {', '.join(OFFICIAL_MODES)}")
+    rules = (
+        *_conv_task_rules(r"pre_layers_conv", "stem.conv", "stem.bn", "stem.adapter", mode, task),
+        *_conv_task_rules(rf"layer{_SB}\.conv1", "blocks.{i}.conv1", "blocks.{i}.bn1", "blocks.{i}.adapter1",
+                          mode, task),
+        *_conv_task_rules(rf"layer{_SB}\.conv2\.1", "blocks.{i}.conv2", "blocks.{i}.bn2",
+                          "blocks.{i}.adapter2", mode, task),
+        RenameRule(rf"end_bns\.{task}\.0\.{_P}", "head.bn.{p}"),
+        RenameRule(rf"linears\.{task}\.(?P<p>weight|bias)", "classifier.{p}"),
+    )
+    other = rf"(?!{task}\.)\d+\..*"  # an index of another task
+    ignore = (rf"(.*\.)?bns\.{other}", rf"(.*\.)?parallel_conv\.{other}", rf"end_bns\.{other}",
+              rf"linears\.{other}")
+    return RuleTable(name=f"residual-adapters models.ResNet ({mode}, task {task})", rules=rules,
+                     first_stage=1, ignore=ignore)
+
+
+RESIDUAL_ADAPTERS = residual_adapters_table()
+
+
+def official_mode(net: Mapping[str, torch.Tensor], path: Path) -> str:
+    """The reference ``config_task.mode`` a residual-adapters network was built in, read from its keys
+    (the mode is a global of the reference code, not stored in the file): ``series_adapters`` when its
+    ``bns`` entries hold a 1x1 adapter, ``parallel_adapters`` when it has ``parallel_conv`` modules,
+    else ``normal``."""
+    series = any(re.fullmatch(r"(.*\.)?bns\.\d+\.0\.conv\.1\.weight", k) for k in net)
+    parallel = any(re.fullmatch(r"(.*\.)?parallel_conv\.\d+\.conv\.weight", k) for k in net)
+    if series and parallel:
+        raise CheckpointError(f"{path}: the network has both series and parallel adapters, which the "
+                              "reference code never builds")
+    return "series_adapters" if series else "parallel_adapters" if parallel else "normal"
+
+
+def task_count(net: Mapping[str, torch.Tensor], path: Path) -> int:
+    """How many tasks (BN / adapter / classifier sets) a residual-adapters network holds: its ``linears``."""
+    tasks = {int(m["t"]) for k in net if (m := re.fullmatch(r"linears\.(?P<t>\d+)\.weight", k))}
+    if not tasks:
+        raise CheckpointError(f"{path}: no classifier (linears.<task>.weight) in the file")
+    if tasks != set(range(len(tasks))):
+        raise CheckpointError(f"{path}: classifiers of tasks {sorted(tasks)}, expected 0..{len(tasks) - 1}")
+    return len(tasks)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -593,55 +653,102 @@ def _load_into(model: nn.Module, parts: Sequence[tuple[Mapping[str, torch.Tensor
     return report
 
 
-def backbone_from_official(official: OfficialFile) -> tuple[nn.Module, LoadReport]:
-    """The harness ResNet26 holding a residual-adapters network's weights (eval mode) and the report."""
+def model_from_official(official: OfficialFile, task: int = 0) -> tuple[nn.Module, LoadReport]:
+    """The harness model of a residual-adapters network (eval mode) for task `task`, and the report.
+
+    ``normal`` networks give a :class:`ResNet26`, networks with series or parallel adapters an
+    :class:`~decathlon.networks.adapters.AdapterResNet26` of that mode (the mode read from the keys,
+    :func:`official_mode`). Class count, width and blocks per stage come from the file. A `task` outside
+    the file's tasks raises :class:`CheckpointError` naming the file and the number of tasks.
+    """
     if official.kind != "residual_adapters":
-        raise CheckpointError(f"{official.path} is an official {official.kind} checkpoint, not a pretrained "
-                              "residual-adapters ResNet-26; use spottune.official.load_official for it")
+        raise CheckpointError(f"{official.path} is an official {official.kind} checkpoint, not a "
+                              "residual-adapters network; use spottune.official.load_official for it")
     net = official.net
-    layers = RESIDUAL_ADAPTERS.stage_sizes(list(net))
+    mode, tasks = official_mode(net, official.path), task_count(net, official.path)
+    if not (isinstance(task, int) and 0 <= task < tasks):
+        raise CheckpointError(f"{official.path}: task={task!r}, but the file holds {tasks} task(s) "
+                              f"(task 0..{tasks - 1})")
+    table = residual_adapters_table(mode, task)
     try:
-        model = ResNet26(_num_classes(net, "linears.0.weight", official.path),
-                         width=_width(net, "pre_layers_conv.conv.weight", official.path), layers=layers)
+        model = ResNet26(_num_classes(net, f"linears.{task}.weight", official.path),
+                         width=_width(net, "pre_layers_conv.conv.weight", official.path),
+                         layers=table.stage_sizes(list(net)))
+        if OFFICIAL_MODES[mode] is not None:
+            model = AdapterResNet26(model, OFFICIAL_MODES[mode])
     except HarnessError as e:
         raise CheckpointError(f"{official.path}: the file describes no ResNet-26 the harness can build "
                               f"({e})") from e
-    report = _load_into(model, [(net, RESIDUAL_ADAPTERS)], f"{official.path} ({RESIDUAL_ADAPTERS.name})")
+    report = _load_into(model, [(net, table)], f"{official.path} ({table.name})")
     return model, report
+
+
+def backbone_from_official(official: OfficialFile) -> tuple[nn.Module, LoadReport]:
+    """The harness ResNet26 holding a plain residual-adapters network's weights (eval mode), task 0."""
+    mode = official_mode(official.net, official.path) if official.kind == "residual_adapters" else "normal"
+    if mode != "normal":
+        raise CheckpointError(f"{official.path} is a residual-adapters network with {mode}, not a plain "
+                              "ResNet-26; load it with decathlon.networks.load_official")
+    return model_from_official(official)
 
 
 def load_official_backbone(path: str | Path) -> nn.Module:
     """The residual-adapters ``resnet26_pretrained.t7`` as a harness ResNet26 in eval mode.
 
     The class count, width and blocks per stage come from the file. No code from the file runs;
-    an unsafe, foreign or mismatching file raises :class:`CheckpointError`.
+    an unsafe, foreign or mismatching file, or a network with adapters, raises :class:`CheckpointError`.
     """
     return backbone_from_official(read_official(path))[0]
 
 
-def load_official(path: str | Path) -> nn.Module:
-    """A file written by the residual-adapters training scripts as a harness model in eval mode.
+def load_official(path: str | Path, task: int = 0) -> nn.Module:
+    """Any file written by the residual-adapters code as a harness model in eval mode.
 
-    Today: the plain ResNet-26 (``models.ResNet`` pickled whole, bare or as ``{"net": ...}``), the same
-    network as :func:`load_official_backbone`. An official SpotTune checkpoint is read by
+    The plain ResNet-26 (``resnet26_pretrained.t7``) gives a :class:`ResNet26`; a network trained with
+    series or parallel adapters (``train_new_task_adapters.py``'s ``{'net', 'acc', 'epoch'}``) an
+    :class:`~decathlon.networks.adapters.AdapterResNet26` whose logits equal the reference model's for
+    task `task` (default 0; the file may hold several tasks' BN / adapter / classifier sets). See
+    :func:`model_from_official`. An official SpotTune checkpoint is read by
     :func:`spottune.official.load_official` instead.
     """
-    return load_official_backbone(path)
+    return model_from_official(read_official(path), task)[0]
 
 
-def convert_official(source: str | Path, target: str | Path) -> tuple[OfficialFile, LoadReport]:
-    """Convert a residual-adapters file into the harness checkpoint format at `target`.
+def converted_config(model: nn.Module, task: int) -> dict[str, Any]:
+    """The ``config`` of a converted residual-adapters checkpoint: what :func:`build_converted` needs."""
+    config = {"model": "resnet26", "backbone": "resnet26", "num_classes": model.classifier.out_features,
+              "width": model.width, "layers": list(model.layers), "task": task}
+    if isinstance(model, AdapterResNet26):
+        config.update(model="adapter-resnet26", adapters=model.mode)
+    return config
 
-    The checkpoint's ``config`` says which harness model to build (``model`` "resnet26", ``backbone``,
-    ``num_classes``, ``width``, ``layers``); ``extra`` records the source file, its pickled classes and
-    the load report. An official SpotTune file raises CheckpointError: ``python -m spottune convert``
-    (:func:`spottune.official.convert_official`) converts both kinds.
+
+def build_converted(config: Mapping[str, Any]) -> nn.Module:
+    """An untrained harness model of the shape a converted residual-adapters checkpoint's ``config``
+    describes (``model`` ``resnet26`` or ``adapter-resnet26``); load its ``model_state`` into it."""
+    shape = {"width": float(config["width"]), "layers": tuple(config["layers"])}
+    if config.get("model") == "resnet26":
+        return ResNet26(int(config["num_classes"]), **shape)
+    if config.get("model") == "adapter-resnet26":
+        return adapter_resnet26(int(config["num_classes"]), mode=config["adapters"], **shape)
+    raise CheckpointError(f"converted checkpoint of model {config.get('model')!r}; expected resnet26 or "
+                          "adapter-resnet26 (SpotTune checkpoints are rebuilt by spottune.official)")
+
+
+def convert_official(source: str | Path, target: str | Path,
+                     task: int = 0) -> tuple[OfficialFile, LoadReport]:
+    """Convert a residual-adapters file (task `task`) into the harness checkpoint format at `target`.
+
+    The checkpoint's ``config`` says which harness model to build (:func:`converted_config`: ``model``
+    "resnet26" or "adapter-resnet26" with ``adapters`` "series" / "parallel", ``backbone``,
+    ``num_classes``, ``width``, ``layers``, ``task``; :func:`build_converted` builds it); ``extra``
+    records the source file, its pickled classes and the load report. An official SpotTune file raises
+    CheckpointError: ``python -m spottune convert`` (:func:`spottune.official.convert_official`) converts
+    both kinds.
     """
     official = read_official(source)
-    model, report = backbone_from_official(official)
-    config = {"model": "resnet26", "backbone": "resnet26", "num_classes": model.classifier.out_features,
-              "width": model.width, "layers": list(model.layers)}
-    write_converted(target, official, model, report, config)
+    model, report = model_from_official(official, task)
+    write_converted(target, official, model, report, converted_config(model, task))
     return official, report
 
 

@@ -4,7 +4,7 @@ Test data only: tests put this folder on sys.path while they build and save stan
 pickles name the same modules and classes as the official files.
 """
 
-mode = "normal"  # no adapters: the pretrained ImageNet network
+mode = "normal"  # "normal" (the pretrained ImageNet network), "series_adapters", "parallel_adapters"
 task = 0  # index of the task-specific BN / classifier used in forward
 proj = "11"
 factor = 1.0  # width multiplier of the residual-adapters ResNet

@@ -1,9 +1,17 @@
 """Stand-in for the residual-adapters ``models`` module (ResNet-26 with per-task BN and classifiers).
 
-Reproduces the module structure, hence the exact state_dict keys, of the network pickled in
-``resnet26_pretrained.t7``: ``pre_layers_conv.{conv,bns.0}``, ``layerS.B.conv1.{conv,bns.0}``,
-``layerS.B.conv2.1.{conv,bns.0}``, ``end_bns.0.0``, ``linears.0``. Forward: stem conv + BN (no ReLU);
-basic blocks ReLU(shortcut + BN(conv(ReLU(BN(conv(x)))))); head BN + ReLU + average pool + linear.
+Reproduces the module structure, hence the exact state_dict keys, of the networks of the reference
+``models.py`` in each ``config_task.mode`` (with the training script's default ``proj='11'``):
+
+- ``normal`` (``resnet26_pretrained.t7``): ``pre_layers_conv.{conv,bns.T}``, ``layerS.B.conv1.{conv,bns.T}``,
+  ``layerS.B.conv2.1.{conv,bns.T}``, ``end_bns.T.0``, ``linears.T``;
+- ``series_adapters``: each ``bns.T`` is ``Sequential(conv1x1, BatchNorm2d)`` and that ``conv1x1``'s ``conv``
+  is ``Sequential(BatchNorm2d, Conv2d 1x1)`` added to its input (``bns.T.0.conv.{0,1}``, ``bns.T.1``);
+- ``parallel_adapters``: ``parallel_conv.T`` (a ``conv1x1`` whose ``conv`` is a Conv2d 1x1 with the 3x3's
+  stride) beside each 3x3 convolution, summed before ``bns.T``.
+
+Forward: stem conv_task (no ReLU); basic blocks ReLU(shortcut + conv_task(ReLU(conv_task(x)))); head BN +
+ReLU + average pool + linear; task ``config_task.task``.
 """
 
 import config_task
@@ -16,18 +24,52 @@ def conv3x3(in_planes, out_planes, stride=1):
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
+def conv1x1_fonc(in_planes, out_planes=None, stride=1, bias=False):
+    return nn.Conv2d(in_planes, out_planes or in_planes, kernel_size=1, stride=stride, padding=0, bias=bias)
+
+
+class conv1x1(nn.Module):  # noqa: N801 (the official class name)
+    """The adapter: series mode BN + 1x1 conv added to the input; parallel mode a strided 1x1 conv."""
+
+    def __init__(self, planes, out_planes=None, stride=1):
+        super().__init__()
+        if config_task.mode == "series_adapters":
+            self.conv = nn.Sequential(nn.BatchNorm2d(planes), conv1x1_fonc(planes))
+        elif config_task.mode == "parallel_adapters":
+            self.conv = conv1x1_fonc(planes, out_planes, stride)
+        else:
+            self.conv = conv1x1_fonc(planes)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if config_task.mode == "series_adapters":
+            y = y + x
+        return y
+
+
 class conv_task(nn.Module):  # noqa: N801 (the official class name)
-    """A 3x3 convolution followed by one BN per task."""
+    """A 3x3 convolution, then per task: (series) adapter + BN, (parallel) + 1x1 conv, BN; (normal) BN."""
 
     def __init__(self, in_planes, planes, stride=1, nb_tasks=1, is_proj=1, second=0):
         super().__init__()
         self.is_proj = is_proj
         self.second = second
         self.conv = conv3x3(in_planes, planes, stride)
-        self.bns = nn.ModuleList([nn.BatchNorm2d(planes) for _ in range(nb_tasks)])
+        if config_task.mode == "series_adapters" and is_proj:
+            self.bns = nn.ModuleList([nn.Sequential(conv1x1(planes), nn.BatchNorm2d(planes))
+                                      for _ in range(nb_tasks)])
+        elif config_task.mode == "parallel_adapters" and is_proj:
+            self.parallel_conv = nn.ModuleList([conv1x1(in_planes, planes, stride) for _ in range(nb_tasks)])
+            self.bns = nn.ModuleList([nn.BatchNorm2d(planes) for _ in range(nb_tasks)])
+        else:
+            self.bns = nn.ModuleList([nn.BatchNorm2d(planes) for _ in range(nb_tasks)])
 
     def forward(self, x):
-        return self.bns[config_task.task](self.conv(x))
+        task = config_task.task
+        y = self.conv(x)
+        if config_task.mode == "parallel_adapters" and self.is_proj:
+            y = y + self.parallel_conv[task](x)
+        return self.bns[task](y)
 
 
 class BasicBlock(nn.Module):
@@ -35,8 +77,10 @@ class BasicBlock(nn.Module):
 
     def __init__(self, in_planes, planes, stride=1, shortcut=0, nb_tasks=1):
         super().__init__()
-        self.conv1 = conv_task(in_planes, planes, stride, nb_tasks)
-        self.conv2 = nn.Sequential(nn.ReLU(True), conv_task(planes, planes, 1, nb_tasks, second=1))
+        proj = config_task.proj
+        self.conv1 = conv_task(in_planes, planes, stride, nb_tasks, is_proj=int(proj[0]))
+        self.conv2 = nn.Sequential(nn.ReLU(True), conv_task(planes, planes, 1, nb_tasks, is_proj=int(proj[1]),
+                                                            second=1))
         self.shortcut = shortcut
         if shortcut == 1:
             self.avgpool = nn.AvgPool2d(2)
