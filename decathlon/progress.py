@@ -20,16 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from decathlon.summary import format_seconds, job_images, method_key
+
 # Outcome statuses (decathlon.executors.Outcome.status)
 DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
-
-
-def format_seconds(seconds: float | None) -> str:
-    """`seconds` as h:mm:ss (or ``?`` when unknown)."""
-    if seconds is None:
-        return "?"
-    seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def format_info(info: Mapping[str, Any]) -> str:
@@ -69,7 +63,6 @@ class Tracker:
     def start(self, jobs: Sequence[Any]) -> None:
         from decathlon.errors import HarnessError
         from decathlon.jobs import Job
-        from decathlon.summary import job_images, method_key
 
         self.total = len(jobs)
         self.work = {}

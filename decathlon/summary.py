@@ -30,6 +30,14 @@ JOB_FILE = "job.json"  # the Job, written into its run dir by every executor (de
 MAIN_COLUMNS = ("Mean", "S")  # the columns after the domains in a main table's CSV (decathlon.report)
 
 
+def format_seconds(seconds: float | None) -> str:
+    """`seconds` as h:mm:ss (or ``?`` when unknown)."""
+    if seconds is None:
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 # ---------------------------------------------------------------------------------------- estimates
 
 def job_images(job: Job) -> int:
@@ -102,8 +110,6 @@ def estimate_plan(jobs: Sequence[Job], out_dir: Path) -> list[Estimate]:
 
 def estimate_table(estimates: Sequence[Estimate]) -> Table:
     """The estimates as a table with a total row (one job at a time, as the inline executor runs them)."""
-    from decathlon.progress import format_seconds
-
     table = Table(title="estimated duration of the jobs still to run, one at a time (from the throughput "
                         "of earlier runs in this results folder; unknown without one)")
     for column in ("method", "jobs", "images", "images/s", "estimate"):
