@@ -45,6 +45,7 @@ from decathlon.domains import DomainSpec, get_domain
 from decathlon.errors import CheckpointError, ConfigError, HarnessError
 from decathlon.io import atomic_write_json, atomic_write_text
 from decathlon.methods import Method, Output, all_methods, get_method
+
 # imported with the engine, not lazily: test_retained_memory_is_reused_without_page_faults failed about one
 # run in three when the engine's process had imported less (no torchvision) before its first large allocation
 from decathlon.presets import get_preset
