@@ -45,6 +45,10 @@ from decathlon.domains import DomainSpec, get_domain
 from decathlon.errors import CheckpointError, ConfigError, HarnessError
 from decathlon.io import atomic_write_json, atomic_write_text
 from decathlon.methods import Method, Output, all_methods, get_method
+
+# imported with the engine, not lazily: test_retained_memory_is_reused_without_page_faults failed about one
+# run in three when the engine's process had imported less (no torchvision) before its first large allocation
+from decathlon.presets import get_preset
 from decathlon.schedules import build_scheduler
 
 Progress = Callable[..., None]
@@ -250,7 +254,6 @@ def build_data(config: RunConfig, spec: DomainSpec, device: torch.device, genera
     ``config.num_workers`` worker processes capped at the CPUs this process may use
     (:func:`decathlon.data.loader_workers`)."""
     from decathlon.data import build_dataset, load_mean_std
-    from decathlon.presets import get_preset
 
     _check_data_root(config)
     preset = get_preset(config.preset)
