@@ -928,14 +928,14 @@ def test_policy_explorer_grid_of_the_most_and_fewest_fine_tuned_images(tmp_path,
     root = mini_suite.decathlon_root
     val = build_dataset("dtd", root, "val", suite="mini")
     blocks = ["1" * (i % 13) + "0" * (BLOCKS - i % 13) for i in range(len(val))]  # 0..12 tuned blocks
-    row = job_row("mini", "spottune", "dtd", 0, 60.0, protocol="train->val")
+    row = job_row("mini", "spottune", "dtd", 0, 100.0, protocol="train->val")  # every prediction right
     policy = {"block_fraction": [0.5] * BLOCKS, "histogram": [1 / 13] * 13, "image_blocks": blocks,
               "per_class": {str(k): [k / 10] * BLOCKS for k in range(val.num_classes)},
               "classes": list(val.classes)}
     labels = list(val.labels)
     predictions = {"image_ids": list(val.image_ids), "predicted": labels, "labels": labels}
     write_fake_run(tmp_path, row, data_root=root, predictions=predictions, policy=policy)
-    stale = job_row("mini", "spottune", "svhn", 0, 60.0, protocol="train->val")  # before image_blocks
+    stale = job_row("mini", "spottune", "svhn", 0, 100.0, protocol="train->val")  # before image_blocks
     write_fake_run(tmp_path, stale, data_root=root, predictions=predictions,
                    policy={k: v for k, v in policy.items() if k != "image_blocks"})
     paths = render_all(tmp_path, build_store(tmp_path), workers=1)
