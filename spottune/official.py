@@ -59,15 +59,6 @@ SPOTTUNE_AGENT = RuleTable(name="official agent_net.ResNet",
                            ignore=(r"parallel_blocks\..*",))
 
 
-
-SPOTTUNE_NET = RuleTable(name="official spottune_models.ResNet", rules=_spottune_rules("", tuned=True))
-# The official agent also builds parallel_blocks that its forward never uses (their first conv even
-# takes 256 input channels); the harness policy network has no counterpart.
-SPOTTUNE_AGENT = RuleTable(name="official agent_net.ResNet",
-                           rules=_spottune_rules("policy_net.", tuned=False),
-                           ignore=(r"parallel_blocks\..*",))
-
-
 def spottune_from_official(official: OfficialFile) -> tuple[nn.Module, LoadReport]:
     """The harness SpotTune model (with its policy network, eval mode) of an official SpotTune file."""
     if official.kind != "spottune" or official.agent is None:
