@@ -54,11 +54,13 @@ def test_first_command_runs_plan_store_and_reports_then_skips_finished(mini_suit
     first = run_all(*args)
     assert "5 jobs: 5 run" in first.stdout
     # the end of the run: the main table as the report's CSV holds it, the reports' front page, the size
-    csv_path = next((out / "reports" / "tables").glob("mini-decathlon_*[0-9a-f].csv"))
+    tables = (out / "reports" / "tables").glob("mini-decathlon_*.csv")
+    (csv_path,) = [p for p in tables if "_vs_" not in p.stem]
     stored = pd.read_csv(csv_path).set_index("method")
     assert csv_path.stem in first.stdout
     for method in ("finetune", "spottune"):
-        row = next(line for line in first.stdout.splitlines() if line.startswith(f"│ {method} "))
+        label = stored.loc[method, "label"]  # the paper's row name, as the reports print it
+        row = next(line for line in first.stdout.splitlines() if line.startswith(f"│ {label} "))
         cells = [c.strip() for c in row.strip("│").split("│")]
         assert cells[-2:] == [f"{stored.loc[method, 'Mean']:.1f}", f"{stored.loc[method, 'S']:.0f}"]
     assert f"start at {out / 'reports' / 'README.md'}" in first.stdout
