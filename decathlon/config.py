@@ -144,6 +144,10 @@ class RunConfig:
                               f"lwf_lambda >= 0; got lwf_temperature={self.lwf_temperature}, "
                               f"lwf_lambda={self.lwf_lambda}, piggyback_lr={self.piggyback_lr}, "
                               f"piggyback_classifier_lr={self.piggyback_classifier_lr}")
+        if self.piggyback_mask_scale <= self.piggyback_threshold:
+            raise ConfigError(f"piggyback_mask_scale={self.piggyback_mask_scale} must exceed "
+                              f"piggyback_threshold={self.piggyback_threshold}: the masks must start keeping "
+                              "every weight (the untrained model is the pretrained network)")
         if not re.fullmatch(DEVICE_PATTERN, str(self.device)):
             raise ConfigError(f"device={self.device!r}; expected auto, cpu, cuda or cuda:N")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import shutil
 import signal
 import sys
@@ -231,8 +232,10 @@ def coerce_value(key: str, value: Any) -> Any:
         return None
     for kind in allowed:
         origin = typing.get_origin(kind) or kind
-        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if origin is float and not isinstance(value, bool) and (number := _as_float(value)) is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"config key {key!r}: {value!r} is not a finite number")
+            return number
         if origin is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if origin is bool and isinstance(value, bool):
@@ -244,6 +247,18 @@ def coerce_value(key: str, value: Any) -> Any:
         if origin is tuple and isinstance(value, (list, tuple)):
             return tuple(float(v) for v in value)
     raise ConfigError(f"config key {key!r}: {value!r} is not a valid {type_name(hint)}")
+
+
+def _as_float(value: Any) -> float | None:
+    """`value` as a float, or None. Strings count: YAML 1.1 reads ``1e-4`` (no dot) as a string."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
 
 
 def type_name(hint: Any) -> str:

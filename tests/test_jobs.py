@@ -134,9 +134,11 @@ def test_parse_seeds_and_lists():
 
 def test_set_values_are_typed_and_unknown_keys_fail(tmp_path):
     args = runner.get_args_parser().parse_args(["--set", "lr=1", "--set", "amp=false", "--epochs", "3",
-                                                "--set", "milestones=[0.5]", "--set", "pretrained=null"])
+                                                "--set", "milestones=[0.5]", "--set", "pretrained=null",
+                                                "--set", "weight_decay=5e-4", "--set", "piggyback_lr=1e-3"])
     values = runner.user_overrides(args)
-    assert values == {"lr": 1.0, "amp": False, "epochs": 3, "milestones": (0.5,), "pretrained": None}
+    assert values == {"lr": 1.0, "amp": False, "epochs": 3, "milestones": (0.5,), "pretrained": None,
+                      "weight_decay": 5e-4, "piggyback_lr": 1e-3}  # YAML 1.1 reads 5e-4 as a string
     assert isinstance(values["lr"], float)
     for bad, match in ((["--set", "no_such_key=1"], "no_such_key"), (["--set", "epochs=two"], "epochs"),
                        (["--set", "epochs"], "KEY=VALUE"), (["--set", "method=finetune"], "--methods"),
@@ -144,6 +146,9 @@ def test_set_values_are_typed_and_unknown_keys_fail(tmp_path):
                        (["--set", "eval_samples=-3"], "eval_samples"),
                        (["--set", "lwf_temperature=0"], "lwf_temperature=0"),
                        (["--set", "piggyback_lr=-0.0001"], "piggyback_lr=-0.0001"),
+                       (["--set", "lwf_temperature=.nan"], "not a finite number"),
+                       (["--set", "lr=inf"], "not a finite number"),
+                       (["--set", "piggyback_threshold=0.05"], "must exceed piggyback_threshold=0.05"),
                        (["--set", "device=tpu"], "device='tpu'")):
         with pytest.raises(ConfigError, match=match):
             runner.user_overrides(runner.get_args_parser().parse_args(bad))
