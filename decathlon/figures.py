@@ -377,8 +377,8 @@ def label_points(ax, xs: Sequence[float], ys: Sequence[float], labels: Sequence[
 
 def plot_tradeoff(data: pd.DataFrame, title: str, score: str) -> Figure:
     """Two panels: `score` (column ``score``) against #par (``par``) and against GFLOPs per image
-    (``gflops``), one labelled point per method (the index); a method without a value is left out of
-    that panel (said in the panel)."""
+    (``gflops``), one point per method (the index) labelled with its ``label`` (the paper's row name;
+    the index when absent); a method without a value is left out of that panel (said in the panel)."""
     fig = Figure(figsize=(10, 4.2))
     axes = fig.subplots(1, 2)
     for ax, column, xlabel in ((axes[0], "par", "#par (parameters for all domains, in backbones)"),
@@ -390,8 +390,9 @@ def plot_tradeoff(data: pd.DataFrame, title: str, score: str) -> Figure:
         if len(sel):
             ax.set_xlim(sel[column].min() - margin_x, sel[column].max() + margin_x)
             ax.set_ylim(sel["score"].min() - margin_y, sel["score"].max() + margin_y)
-        label_points(ax, sel[column].tolist(), sel["score"].tolist(), [str(m) for m in sel.index])
-        left_out = [str(m) for m in data.index if m not in sel.index]
+        names = data["label"] if "label" in data else pd.Series(data.index, index=data.index)
+        label_points(ax, sel[column].tolist(), sel["score"].tolist(), [str(names[m]) for m in sel.index])
+        left_out = [str(names[m]) for m in data.index if m not in sel.index]
         if sel.empty:
             ax.text(0.5, 0.5, "no method has a value here\n(runs written before it was recorded)",
                     transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.4")

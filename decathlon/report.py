@@ -1021,7 +1021,9 @@ def tradeoff_data(key: GroupKey, rows: pd.DataFrame, *,
         par = par_cell(rows[rows["method"] == method], domains).mean
         out[method] = {"score": math.nan if value.mean is None else value.mean,
                        "par": math.nan if par is None else par, "gflops": gflops}
-    return pd.DataFrame.from_dict(out, orient="index").rename_axis("method"), score
+    data = pd.DataFrame.from_dict(out, orient="index").rename_axis("method")
+    data["label"] = pd.Series(method_labels(data.index))  # the paper's row names label the points
+    return data, score
 
 
 def tradeoff_figures(jobs: pd.DataFrame, *, registry: Sequence[str] | None = None) -> list:

@@ -909,8 +909,10 @@ def test_tradeoff_figure_one_labelled_point_per_method(tmp_path):
     assert data.loc["finetune", "score"] == pytest.approx(2500.0)  # S against the published Fine-tuning
     assert data.loc["spottune", "gflops"] == pytest.approx(2.1) and data.loc["finetune", "par"] > 9
     figure = tradeoff_figure_of(jobs)
+    assert data.loc["finetune", "label"] == "Fine-tuning"  # points carry the paper's row names
     for ax in figure.axes:
-        assert sorted(t.get_text() for t in ax.texts if t.get_text() in data.index) == sorted(data.index)
+        labels = set(data["label"])
+        assert sorted(t.get_text() for t in ax.texts if t.get_text() in labels) == sorted(labels)
         assert ax.get_ylabel() == "S (Decathlon score)"
     assert "GFLOPs per image" in figure.axes[1].get_xlabel() and "#par" in figure.axes[0].get_xlabel()
 
