@@ -570,7 +570,12 @@ def run(args: argparse.Namespace, *, stdout: Any = None, stderr: Any = None) -> 
     if args.list_domains:
         console.print(domains_table(args.suite or "mini"))
         return 0
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; expected a results folder")
     if args.report_only:
+        if not (out_dir / "runs").is_dir():
+            raise ConfigError(f"--report-only: no runs under {out_dir} (expected {out_dir / 'runs'}, written "
+                              "by an earlier run with the same --out)")
         paths = render_reports(out_dir, args.data_root)
         console.print(f"reports: {len(paths)} files under {out_dir / 'reports'}")
         return 0

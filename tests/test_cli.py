@@ -80,6 +80,16 @@ def test_setting_errors_name_the_type_and_yaml_errors_are_one_line(tmp_path, cap
     assert len(err.splitlines()) == 1 and str(bad) in err and "line 2, column" in err
 
 
+def test_an_out_that_is_a_file_or_holds_no_runs_is_one_line(tmp_path, capsys):
+    afile = tmp_path / "results.bin"
+    afile.write_bytes(b"x")
+    assert runner.main(["--dry-run", "--out", str(afile)]) == 2
+    assert f"--out {afile} is a file" in capsys.readouterr().err
+    missing = tmp_path / "mistyped"
+    assert runner.main(["--report-only", "--out", str(missing)]) == 2
+    assert "no runs under" in capsys.readouterr().err and not missing.exists()  # nothing created
+
+
 def test_unknown_names_are_pluralised_as_english():
     assert str(UnknownNameError("analysis", "x", ["a"])) == "unknown analysis 'x'; known analyses: a"
     assert str(UnknownNameError("domain of suite 'mini'", "x", ["a", "b"])) == (
