@@ -62,7 +62,7 @@ EXTRA_RECIPE = _frozen(backbone="resnet50", lr=1e-3, epochs=30, schedule="multis
 # steps cheap; num_workers 0 avoids forking DataLoader workers for a few hundred tiny images; the
 # decode-once cache (decathlon.cache) removes JPEG decoding from every epoch. Epochs are
 # the measured compromise between accuracy above chance and the 15-minute budget of
-# `python run_all.py --suite mini` on 2 CPU cores (206 jobs: 15 methods x 15 domains as their settings
+# `python run_all.py --suite mini` on 2 CPU cores (271 jobs: 20 methods x 15 domains as their settings
 # allow, plus the pretraining job). The measured run time, with its machine, is stated once, in README.md.
 _MINI_TRANSFER = _frozen(
     width=0.25, epochs=3, batch_size=32, eval_batch_size=128, num_workers=0, protocol="trainval->test",
